@@ -1,0 +1,48 @@
+"""Run one verb: settings resolved and validated first, then (optionally) the sandbox, then the verb."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UsageError
+from pipelines.output import Output
+from pipelines.settings import OPTIONS, Settings, load_config, resolve
+
+VerbFunc = Callable[..., Awaitable[dict[str, Any]]]
+_SETTING_NAMES = {o.name for o in OPTIONS}
+
+
+async def run_with_settings(verb: str, func: VerbFunc, params: dict[str, Any], env: Mapping[str, str],
+                            out: Output) -> dict[str, Any]:
+    params = dict(params)
+    config_path: Path | None = params.pop("config_path", None)
+    use_sandbox = bool(params.pop("sandbox", False))
+    scenario = str(params.pop("scenario", "happy"))
+    flags = {k: v for k, v in params.items() if k in _SETTING_NAMES}
+    extras = {k: v for k, v in params.items() if k not in _SETTING_NAMES}
+    config, source = load_config(config_path)
+    # Validate everything before anything is contacted (or started).
+    resolve(verb, flags, env, config, source, overlay=_placeholder_overlay() if use_sandbox else None)
+    async with AsyncExitStack() as stack:
+        overlay: dict[str, Any] | None = None
+        if use_sandbox:
+            from pipelines.sandbox import serve
+            from pipelines.sandbox.scenarios import SCENARIOS
+
+            if scenario not in SCENARIOS:
+                raise UsageError(f"--scenario: unknown {scenario!r}; known: {', '.join(sorted(SCENARIOS))}")
+            sb = await stack.enter_async_context(serve(scenario))
+            overlay = sb.overlay
+            out.info(f"sandbox: scenario {scenario!r} on {sb.base_url}")
+        settings: Settings = resolve(verb, flags, env, config, source, overlay=overlay)
+        return await func(settings, out, **extras)
+
+
+def _placeholder_overlay() -> dict[str, Any]:
+    """What the sandbox will supply, shaped validly, so validation can run before it starts."""
+    from pipelines.sandbox.scenarios import placeholder_overlay
+
+    return placeholder_overlay()

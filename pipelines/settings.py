@@ -1,0 +1,454 @@
+"""Every setting, defined once (CONTRACT §2).
+
+The `Settings` dataclass *is* the table: each field carries its flag, env names, default, group
+and doc in its metadata. The CLI options, the Dagger arguments, `plan`, the README table and
+validation are all derived from it. Precedence: flag > (sandbox) > env > fleetgate.toml > default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipelines.errors import UsageError
+from pipelines.redact import Secret
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+TRUTHY = frozenset({"1", "true", "yes", "on", "disabled", "disable"})
+FALSY = frozenset({"", "0", "false", "no", "off", "enabled", "enable"})
+PRODUCTION_CP_URL = "https://api.moleculesai.app"
+CONFIG_FILE = "fleetgate.toml"
+
+
+class Kind(Enum):
+    STR = "string"
+    SHA = "40-hex SHA"
+    REPO = "owner/name"
+    URL = "http(s) URL"
+    INT = "integer"
+    SECONDS = "seconds"
+    BOOL = "boolean"
+    LIST = "list"
+    CHOICE = "choice"
+    SECRET = "secret"
+    SWITCH = "kill switch"
+    CANARY = "slug or none"
+    TEMPLATE = "template"
+
+
+class Group(Enum):
+    """Which verbs see a setting: a verb lists the groups it uses (`VERB_GROUPS`)."""
+
+    COMMIT = "commit"
+    GITEA = "gitea"
+    GATES = "gates"
+    KILL_SWITCH = "kill switch"
+    CP = "control plane"
+    ROLLOUT = "rollout"
+    TENANTS = "tenants"
+    LEASE = "lease"
+    LEDGER = "ledger"
+    REGISTRY = "registry"
+
+
+REQUIRED: Any = None  # a required setting has no default; the verb that needs it says so
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the settings table."""
+
+    name: str
+    flag: str
+    env: tuple[str, ...]
+    default: Any
+    kind: Kind
+    group: Group
+    doc: str
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    negatable: bool = False  # a `--x/--no-x` pair
+    multiple: bool = False  # a repeatable flag
+
+    @property
+    def config_key(self) -> str:
+        return self.name
+
+    @property
+    def default_text(self) -> str:
+        if self.default is REQUIRED:
+            return "required" if self.kind not in (Kind.SECRET, Kind.CANARY, Kind.SWITCH) else "unset"
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        if isinstance(self.default, tuple):
+            return ", ".join(self.default) or "none"
+        return str(self.default)
+
+
+def opt(
+    flag: str,
+    *env: str,
+    default: Any,
+    kind: Kind,
+    group: Group,
+    doc: str,
+    minimum: float | None = None,
+    choices: tuple[str, ...] = (),
+    negatable: bool = False,
+    multiple: bool = False,
+) -> Any:
+    """A dataclass field whose metadata is its table row (the name is filled in later)."""
+    row = dict(
+        flag=flag, env=env, default=default, kind=kind, group=group, doc=doc, minimum=minimum,
+        choices=choices, negatable=negatable, multiple=multiple,
+    )
+    return field(metadata={"fleetgate": row})
+
+
+C, G, GT, K, CP, R, T, L, LD, RG = (
+    Group.COMMIT, Group.GITEA, Group.GATES, Group.KILL_SWITCH, Group.CP, Group.ROLLOUT,
+    Group.TENANTS, Group.LEASE, Group.LEDGER, Group.REGISTRY,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # -- what to deploy, and where it comes from
+    sha: str = opt("--sha", "GITHUB_SHA", default=REQUIRED, kind=Kind.SHA, group=C,
+                   doc="Full 40-hex commit SHA to deploy.")
+    repo: str = opt("--repo", "GITHUB_REPOSITORY", default=REQUIRED, kind=Kind.REPO, group=G,
+                    doc="owner/name of the repository on Gitea.")
+    gitea_url: str = opt("--gitea-url", "GITEA_URL", "GITHUB_SERVER_URL", default=REQUIRED, kind=Kind.URL,
+                         group=G, doc="Gitea base URL (no /api/v1).")
+    gitea_token: Secret | None = opt("--gitea-token", "GITEA_TOKEN", default=REQUIRED, kind=Kind.SECRET, group=G,
+                                     doc="Gitea token; sent only to the Gitea origin.")
+    # -- gates
+    branch: str = opt("--branch", "GITHUB_REF_NAME", default="main", kind=Kind.STR, group=GT,
+                      doc="Branch whose head decides the stand-down rule.")
+    required_contexts: tuple[str, ...] = opt(
+        "--required-context", "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS", default=(), kind=Kind.LIST, group=GT,
+        multiple=True, doc="Status context that must be success on the exact SHA (repeatable; env: comma "
+        "or newline separated). An empty list is a configuration error.")
+    poll_interval: float = opt("--poll-interval", "CI_STATUS_POLL_INTERVAL_SECONDS", default=15.0,
+                               kind=Kind.SECONDS, group=GT, minimum=0.01, doc="Gate polling interval.")
+    gate_timeout: float = opt("--gate-timeout", "CI_STATUS_TIMEOUT_SECONDS", default=1800.0, kind=Kind.SECONDS,
+                              group=GT, minimum=0, doc="Give up waiting for gates after this long.")
+    # -- kill switch
+    disabled: str = opt("--disabled", "PROD_AUTO_DEPLOY_DISABLED", default="", kind=Kind.SWITCH, group=K,
+                        doc="Kill switch at plan time (truthy: 1, true, yes, on, disabled, disable; any case).")
+    live_kill_switch: bool = opt("--live-kill-switch", default=True, kind=Kind.BOOL, group=K, negatable=True,
+                                 doc="Re-read the Gitea Actions variable PROD_AUTO_DEPLOY_DISABLED before "
+                                 "every CP write.")
+    # -- control plane
+    cp_url: str = opt("--cp-url", "CP_URL", default=PRODUCTION_CP_URL, kind=Kind.URL, group=CP,
+                      doc="Control-plane base URL.")
+    prod_cp_url: str = opt("--prod-cp-url", "PROD_CP_URL", default=PRODUCTION_CP_URL, kind=Kind.URL, group=CP,
+                           doc="The URL the guard treats as production.")
+    allow_non_prod_cp_url: bool = opt("--allow-non-prod-cp-url", "PROD_ALLOW_NON_PROD_CP_URL", default=False,
+                                      kind=Kind.BOOL, group=CP,
+                                      doc="Required when --cp-url differs from --prod-cp-url.")
+    cp_token: Secret | None = opt("--cp-token", "CP_ADMIN_API_TOKEN", default=REQUIRED, kind=Kind.SECRET,
+                                  group=CP, doc="Control-plane admin token; sent only to the CP origin.")
+    cp_timeout: float = opt("--cp-timeout", "PROD_AUTO_DEPLOY_ROLLOUT_HTTP_TIMEOUT_SECONDS", default=600.0,
+                            kind=Kind.SECONDS, group=CP, minimum=120,
+                            doc="Read timeout of a wave's CP call (the CP answers when the wave's slowest "
+                            "tenant is done).")
+    cp_retry_backoff: float = opt("--cp-retry-backoff", "PROD_AUTO_DEPLOY_CP_RETRY_BACKOFF_SECONDS", default=5.0,
+                                  kind=Kind.SECONDS, group=CP, minimum=0,
+                                  doc="First wait before retrying a 502/503/504 or a lost connection to the "
+                                  "CP; doubles for each of the three retries (5, 10, 20 s).")
+    # -- rollout
+    target_tag: str = opt("--target-tag", "PROD_AUTO_DEPLOY_TARGET_TAG", default=REQUIRED, kind=Kind.STR,
+                          group=R, doc="Image tag the CP deploys (default: --tag-template applied to --sha).")
+    tag_template: str = opt("--tag-template", "PROD_TAG_TEMPLATE", default="staging-{short_sha}",
+                            kind=Kind.TEMPLATE, group=R,
+                            doc="How a SHA maps to a tag ({sha}, {short_sha}); used for rollback.")
+    canary: str = opt("--canary", "PROD_AUTO_DEPLOY_CANARY_SLUG", default=REQUIRED, kind=Kind.CANARY, group=R,
+                      doc="Canary tenant slug (default: first tenant of the CP listing); `none` disables "
+                      "the canary wave.")
+    batch_size: int = opt("--batch-size", "PROD_AUTO_DEPLOY_BATCH_SIZE", default=3, kind=Kind.INT, group=R,
+                          minimum=1, doc="Tenants per wave after the canary.")
+    soak_seconds: float = opt("--soak-seconds", "PROD_AUTO_DEPLOY_SOAK_SECONDS", default=60.0,
+                              kind=Kind.SECONDS, group=R, minimum=0, doc="Wait after each verified wave.")
+    max_stragglers: int = opt("--max-stragglers", "PROD_AUTO_DEPLOY_MAX_STRAGGLERS", default=0, kind=Kind.INT,
+                              group=R, minimum=0,
+                              doc="Tenants that may stay unverified before the run fails (never the canary).")
+    on_failure: str = opt("--on-failure", "PROD_AUTO_DEPLOY_ON_FAILURE", default="halt", kind=Kind.CHOICE,
+                          group=R, choices=("halt", "rollback"),
+                          doc="halt, or rollback (every tenant this run changed goes back to the SHA it "
+                          "had, verified).")
+    dry_run: bool = opt("--dry-run", "PROD_AUTO_DEPLOY_DRY_RUN", default=False, kind=Kind.BOOL, group=R,
+                        doc="CP calls carry dry_run: true; nothing changes.")
+    # -- tenants
+    tenant_url_template: str = opt("--tenant-url-template", "PROD_TENANT_URL_TEMPLATE",
+                                   default="https://{slug}.moleculesai.app", kind=Kind.TEMPLATE, group=T,
+                                   doc="Base URL of a tenant ({slug}); /buildinfo is appended.")
+    verify_timeout: float = opt("--verify-timeout", "PROD_AUTO_DEPLOY_VERIFY_TIMEOUT_SECONDS", default=60.0,
+                                kind=Kind.SECONDS, group=T, minimum=0,
+                                doc="How long a wave's tenants may take to report the SHA on /buildinfo.")
+    verify_interval: float = opt("--verify-interval", "PROD_AUTO_DEPLOY_VERIFY_INTERVAL_SECONDS", default=5.0,
+                                 kind=Kind.SECONDS, group=T, minimum=0.01,
+                                 doc="How often unverified tenants' /buildinfo is re-read.")
+    # -- lease
+    lease: bool = opt("--lease", "FLEETGATE_USE_LEASE", default=True, kind=Kind.BOOL, group=L, negatable=True,
+                      doc="Serialise deploys through a lease held in Gitea; --no-lease is shown in the plan.")
+    lease_ttl: float = opt("--lease-ttl", "FLEETGATE_LEASE_TTL_SECONDS", default=900.0, kind=Kind.SECONDS,
+                           group=L, minimum=1, doc="Lease expiry; renewed before every wave.")
+    lease_wait: float = opt("--lease-wait", "FLEETGATE_LEASE_WAIT_SECONDS", default=3600.0, kind=Kind.SECONDS,
+                            group=L, minimum=0, doc="How long to wait for another run's lease before failing.")
+    # -- ledger
+    ledger: str = opt("--ledger", "FLEETGATE_LEDGER", default="fleetgate-ledger.jsonl", kind=Kind.STR,
+                      group=LD, doc="Append-only JSON Lines record of the run.")
+    # -- registry (promote)
+    image: str = opt("--image", "FLEETGATE_IMAGE", default=REQUIRED, kind=Kind.STR, group=RG,
+                     doc="Image repository without tag, e.g. registry.example.com/org/app.")
+    promote_tag: str = opt("--promote-tag", "FLEETGATE_PROMOTE_TAG", default="latest", kind=Kind.STR,
+                           group=RG, doc="Moving tag that promote re-points to the verified image.")
+    registry_username: str = opt("--registry-username", "REGISTRY_USERNAME", default="", kind=Kind.STR,
+                                 group=RG, doc="Registry user (basic or token auth).")
+    registry_password: Secret | None = opt("--registry-password", "REGISTRY_PASSWORD", default=REQUIRED,
+                                           kind=Kind.SECRET, group=RG, doc="Registry password or token.")
+
+    # -- derived
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:7]
+
+    def tag_for(self, sha: str) -> str:
+        return self.tag_template.format(sha=sha, short_sha=sha[:7])
+
+    def tenant_url(self, slug: str) -> str:
+        return self.tenant_url_template.format(slug=slug).rstrip("/")
+
+    @property
+    def enabled(self) -> bool:
+        return switch_engaged(self.disabled) is None
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _rows() -> tuple[Option, ...]:
+    return tuple(Option(name=f.name, **f.metadata["fleetgate"]) for f in fields(Settings))
+
+
+OPTIONS: tuple[Option, ...] = _rows()
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+ALL_DEPLOY = (C, G, GT, K, CP, R, T, L, LD)
+VERB_GROUPS: dict[str, tuple[Group, ...]] = {
+    "plan": ALL_DEPLOY,
+    "wait-gates": (C, G, GT),
+    "assert-enabled": (G, K),
+    "rollout": ALL_DEPLOY,
+    "verify": (C, CP, T),
+    "deploy-production": ALL_DEPLOY,
+    "redeploy": (C, G, CP, R, T, L, LD),
+    "promote": (C, CP, T, LD, RG),
+}
+
+
+def options_for(verb: str) -> tuple[Option, ...]:
+    groups = VERB_GROUPS.get(verb, ())
+    return tuple(o for o in OPTIONS if o.group in groups)
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+
+def switch_engaged(value: str) -> str | None:
+    """Why the kill switch is engaged by `value`, or None when it is off.
+
+    An unrecognised value engages it: when in doubt, stop.
+    """
+    v = value.strip().lower()
+    if v in FALSY:
+        return None
+    if v in TRUTHY:
+        return f"value {v!r}"
+    return f"unrecognised value {value.strip()[:40]!r} (treated as engaged)"
+
+
+def _bool(text: str, where: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("", "0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{where}: expected a boolean (true/false), got {text!r}")
+
+
+def normalise_url(text: str, where: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{where}: expected an http(s) URL, got {text!r}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UsageError(f"{where}: credentials in the URL are not allowed")
+    if parts.query or parts.fragment:
+        raise UsageError(f"{where}: a base URL takes no query or fragment, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise UsageError(f"{where}: malformed port in {text!r}") from None
+    return text.strip().rstrip("/")
+
+
+def _convert(o: Option, raw: Any, where: str) -> Any:
+    """Turn a raw value (str from env/flag, or a TOML value) into the setting's type, validated."""
+    k = o.kind
+    if k is Kind.SECRET:
+        text = str(raw).strip()
+        return Secret(text) if text else None
+    if k is Kind.LIST:
+        items: list[str] = []
+        for part in raw if isinstance(raw, list | tuple) else [raw]:
+            items.extend(p.strip() for p in re.split(r"[,\n]", str(part)))
+        return tuple(dict.fromkeys(i for i in items if i))
+    if k is Kind.BOOL:
+        return raw if isinstance(raw, bool) else _bool(str(raw), where)
+    if k in (Kind.INT, Kind.SECONDS):
+        try:
+            num: float = int(str(raw).strip()) if k is Kind.INT else float(str(raw).strip())
+        except ValueError:
+            raise UsageError(f"{where}: expected {'an integer' if k is Kind.INT else 'a number of seconds'}, "
+                             f"got {raw!r}") from None
+        if num != num or num in (float("inf"), float("-inf")):
+            raise UsageError(f"{where}: expected a finite number, got {raw!r}")
+        if o.minimum is not None and num < o.minimum:
+            raise UsageError(f"{where}: must be ≥ {o.minimum:g}, got {raw!r}")
+        return num
+    text = str(raw).strip()
+    if k is Kind.SHA:
+        if not SHA_RE.match(text.lower()):
+            raise UsageError(f"{where}: expected a full 40-hex commit SHA, got {text[:60]!r}")
+        return text.lower()
+    if k is Kind.REPO:
+        if not REPO_RE.match(text):
+            raise UsageError(f"{where}: expected owner/name, got {text[:80]!r}")
+        return text
+    if k is Kind.URL:
+        return normalise_url(text, where)
+    if k is Kind.CHOICE:
+        if text.lower() not in o.choices:
+            raise UsageError(f"{where}: expected one of {', '.join(o.choices)}, got {text!r}")
+        return text.lower()
+    if k is Kind.CANARY:
+        if text.lower() == "none" or text == "":
+            return text.lower()
+        if not SLUG_RE.match(text):
+            raise UsageError(f"{where}: expected a tenant slug or none, got {text[:80]!r}")
+        return text
+    if k is Kind.TEMPLATE:
+        return text
+    return text
+
+
+def load_config(path: Path | None) -> tuple[dict[str, Any], str]:
+    """The `fleetgate.toml` settings (top-level keys are setting names) and where they came from."""
+    explicit = path is not None
+    p = path if path is not None else Path(CONFIG_FILE)
+    if not p.is_file():
+        if explicit:
+            raise UsageError(f"--config: no such file {str(p)!r}")
+        return {}, ""
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{p}: not valid TOML: {exc}") from None
+    settings = {k: v for k, v in data.items() if not isinstance(v, dict)}  # tables ([lint]) are not settings
+    for key in settings:
+        if key not in BY_NAME:
+            raise UsageError(f"{p}: unknown setting {key!r}")
+        if BY_NAME[key].kind is Kind.SECRET:
+            raise UsageError(f"{p}: {key} is a secret; pass it through the environment, never a file")
+    return settings, str(p)
+
+
+def resolve(
+    verb: str,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config: Mapping[str, Any] | None = None,
+    config_source: str = CONFIG_FILE,
+    overlay: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve every setting `verb` uses; validate all of them before anything is contacted.
+
+    `flags` hold only what was given on the command line (None = not given). `overlay` (the
+    sandbox) sits between flags and env. Settings the verb does not use keep their default.
+    """
+    config = config or {}
+    overlay = overlay or {}
+    used = {o.name for o in options_for(verb)}
+    values: dict[str, Any] = {}
+    for o in OPTIONS:
+        raw: Any = None
+        where = o.flag
+        if o.name in used:
+            flag_value = flags.get(o.name)
+            if flag_value is not None and flag_value != ():
+                raw, where = flag_value, o.flag
+            elif o.name in overlay:
+                raw, where = overlay[o.name], f"{o.flag} (sandbox)"
+            else:
+                for name in o.env:
+                    if env.get(name, "").strip() != "" or (o.kind is Kind.SWITCH and name in env):
+                        raw, where = env[name], name
+                        break
+                else:
+                    if o.name in config:
+                        raw, where = config[o.name], f"{config_source}: {o.name}"
+        if raw is None:
+            values[o.name] = "" if o.default is REQUIRED and o.kind is not Kind.SECRET else o.default
+            if o.default is REQUIRED and o.kind is Kind.SECRET:
+                values[o.name] = None
+        else:
+            values[o.name] = _convert(o, raw, where)
+    s = Settings(**values)
+    return _check_required(verb, s)
+
+
+def _check_required(verb: str, s: Settings) -> Settings:
+    groups = VERB_GROUPS.get(verb, ())
+    if Group.COMMIT in groups and not s.sha:
+        raise UsageError("--sha (or GITHUB_SHA) is required: the full 40-hex commit SHA")
+    if Group.GITEA in groups:
+        if not s.repo:
+            raise UsageError("--repo (or GITHUB_REPOSITORY) is required: owner/name on Gitea")
+        if not s.gitea_url:
+            raise UsageError("--gitea-url (or GITEA_URL / GITHUB_SERVER_URL) is required")
+    if Group.GATES in groups and not s.required_contexts:
+        raise UsageError("no required status contexts: set --required-context or PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS "
+                         "(an empty list would let any commit through)")
+    if Group.ROLLOUT in groups or Group.REGISTRY in groups:
+        try:
+            s.tag_for("0" * 40)
+        except (KeyError, IndexError, ValueError):
+            raise UsageError(f"--tag-template: only {{sha}} and {{short_sha}} may appear, got "
+                             f"{s.tag_template!r}") from None
+        if not s.target_tag and s.sha:
+            s = s.with_(target_tag=s.tag_for(s.sha))
+    if Group.TENANTS in groups:
+        try:
+            probe = s.tenant_url("probe")
+        except (KeyError, IndexError, ValueError):
+            raise UsageError(f"--tenant-url-template: only {{slug}} may appear, got {s.tenant_url_template!r}") \
+                from None
+        if "{slug}" not in s.tenant_url_template:
+            raise UsageError("--tenant-url-template must contain {slug}")
+        normalise_url(probe, "--tenant-url-template")
+    if Group.CP in groups:
+        from pipelines.urlguard import check_cp_url
+
+        check_cp_url(s.cp_url, s.prod_cp_url, s.allow_non_prod_cp_url)
+    if Group.REGISTRY in groups and not s.image:
+        raise UsageError("--image (or FLEETGATE_IMAGE) is required: the image repository to promote in")
+    return s

@@ -1,0 +1,31 @@
+"""The CP URL guard: a run may talk to a non-production control plane only when told so."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pipelines.errors import UsageError
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port), normalised: case, trailing dot/slash and default port do not matter."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".").lower()
+    if scheme not in _DEFAULT_PORTS or not host or "@" in parts.netloc:
+        raise UsageError(f"not an http(s) origin without credentials: {url!r}")
+    return scheme, host, parts.port or _DEFAULT_PORTS[scheme]
+
+
+def same_origin(a: str, b: str) -> bool:
+    return origin(a) == origin(b)
+
+
+def check_cp_url(cp_url: str, prod_cp_url: str, allow_non_prod: bool) -> None:
+    if not same_origin(cp_url, prod_cp_url) and not allow_non_prod:
+        raise UsageError(
+            f"--cp-url {cp_url} is not the production control plane {prod_cp_url}; "
+            "pass --allow-non-prod-cp-url (PROD_ALLOW_NON_PROD_CP_URL=true) if that is intended"
+        )
