@@ -77,6 +77,7 @@ class Option:
     choices: tuple[str, ...] = ()
     negatable: bool = False  # a `--x/--no-x` pair
     multiple: bool = False  # a repeatable flag
+    shown_default: str = ""  # how the docs state a derived default
 
     @property
     def config_key(self) -> str:
@@ -84,6 +85,8 @@ class Option:
 
     @property
     def default_text(self) -> str:
+        if self.shown_default:
+            return self.shown_default
         if self.default is REQUIRED:
             return "required" if self.kind not in (Kind.SECRET, Kind.CANARY, Kind.SWITCH) else "unset"
         if isinstance(self.default, bool):
@@ -104,11 +107,12 @@ def opt(
     choices: tuple[str, ...] = (),
     negatable: bool = False,
     multiple: bool = False,
+    shown_default: str = "",
 ) -> Any:
     """A dataclass field whose metadata is its table row (the name is filled in later)."""
     row = dict(
         flag=flag, env=env, default=default, kind=kind, group=group, doc=doc, minimum=minimum,
-        choices=choices, negatable=negatable, multiple=multiple,
+        choices=choices, negatable=negatable, multiple=multiple, shown_default=shown_default,
     )
     return field(metadata={"fleetgate": row})
 
@@ -129,7 +133,7 @@ class Settings:
     gitea_url: str = opt("--gitea-url", "GITEA_URL", "GITHUB_SERVER_URL", default=REQUIRED, kind=Kind.URL,
                          group=G, doc="Gitea base URL (no /api/v1).")
     gitea_token: Secret | None = opt("--gitea-token", "GITEA_TOKEN", default=REQUIRED, kind=Kind.SECRET, group=G,
-                                     doc="Gitea token; sent only to the Gitea origin.")
+                                     shown_default="required for gates, kill switch, lease", doc="Gitea token; sent only to the Gitea origin.")
     # -- gates
     branch: str = opt("--branch", "GITHUB_REF_NAME", default="main", kind=Kind.STR, group=GT,
                       doc="Branch whose head decides the stand-down rule.")
@@ -156,7 +160,7 @@ class Settings:
                                       kind=Kind.BOOL, group=CP,
                                       doc="Required when --cp-url differs from --prod-cp-url.")
     cp_token: Secret | None = opt("--cp-token", "CP_ADMIN_API_TOKEN", default=REQUIRED, kind=Kind.SECRET,
-                                  group=CP, doc="Control-plane admin token; sent only to the CP origin.")
+                                  group=CP, shown_default="required for CP calls", doc="Control-plane admin token; sent only to the CP origin.")
     cp_timeout: float = opt("--cp-timeout", "PROD_AUTO_DEPLOY_ROLLOUT_HTTP_TIMEOUT_SECONDS", default=600.0,
                             kind=Kind.SECONDS, group=CP, minimum=120,
                             doc="Read timeout of a wave's CP call (the CP answers when the wave's slowest "
@@ -167,12 +171,12 @@ class Settings:
                                   "CP; doubles for each of the three retries (5, 10, 20 s).")
     # -- rollout
     target_tag: str = opt("--target-tag", "PROD_AUTO_DEPLOY_TARGET_TAG", default=REQUIRED, kind=Kind.STR,
-                          group=R, doc="Image tag the CP deploys (default: --tag-template applied to --sha).")
+                          group=R, shown_default="--tag-template applied to --sha", doc="Image tag the CP deploys (default: --tag-template applied to --sha).")
     tag_template: str = opt("--tag-template", "PROD_TAG_TEMPLATE", default="staging-{short_sha}",
                             kind=Kind.TEMPLATE, group=R,
                             doc="How a SHA maps to a tag ({sha}, {short_sha}); used for rollback.")
     canary: str = opt("--canary", "PROD_AUTO_DEPLOY_CANARY_SLUG", default=REQUIRED, kind=Kind.CANARY, group=R,
-                      doc="Canary tenant slug (default: first tenant of the CP listing); `none` disables "
+                      shown_default="first tenant of the CP listing", doc="Canary tenant slug (default: first tenant of the CP listing); `none` disables "
                       "the canary wave.")
     batch_size: int = opt("--batch-size", "PROD_AUTO_DEPLOY_BATCH_SIZE", default=3, kind=Kind.INT, group=R,
                           minimum=1, doc="Tenants per wave after the canary.")

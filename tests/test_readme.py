@@ -1,0 +1,34 @@
+"""README promises: two Quick-start commands, CI runs the test one, the settings table is current."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipelines.docs import BEGIN, END, embed
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def quick_start_commands() -> list[str]:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section, re.S)
+
+
+def test_quick_start_is_two_commands_main_job_then_tests() -> None:
+    commands = quick_start_commands()
+    assert len(commands) == 2
+    assert all("\n" not in c for c in commands)
+    assert commands[0].endswith("fleetgate deploy-production --sandbox")
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_readme_test_command_verbatim() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert quick_start_commands()[1] in ci
+
+
+def test_settings_table_in_readme_is_generated_from_the_table() -> None:
+    assert BEGIN in README and END in README
+    assert embed(README) == README, "README settings table is stale: run python -m pipelines.docs --write README.md"
