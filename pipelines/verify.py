@@ -1,0 +1,231 @@
+"""Reading `/buildinfo` of tenants and the drift report (CONTRACT §1 `verify`, §4 Tenants).
+
+Verification is the only source of truth for "this tenant runs that SHA": a tenant counts as
+verified only when `GET {tenant_url}/buildinfo` answers 200 with JSON `{"git_sha": <exactly the
+expected SHA>}`. Tenants are public endpoints run by code we are deploying, so:
+
+- the reader has its own httpx client with no auth and no secret-bearing default headers, and
+  ignores the environment (`trust_env=False`: `.netrc` could otherwise add an Authorization header);
+- no redirect is followed (a 3xx is the verdict "redirect"), so nothing is fetched from another host;
+- every slug is checked against `SLUG_RE` before any URL is built from it;
+- every request has a deadline for the whole exchange (not just per socket read), and bodies are
+  capped, so a slow-dripping tenant cannot stall a wave;
+- concurrency is bounded by an anyio `CapacityLimiter`.
+
+Verdicts: "verified", "stale" (another SHA), "read" (a valid SHA with no expectation, e.g. the
+before-SHA captured for rollback), "unreachable" (connection error or timeout), "invalid"
+(non-JSON or a bad shape), "redirect", "http-<code>".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from pipelines.cp import CPClient, check_slug, clean_text, escaped_slug
+from pipelines.errors import Failed, UsageError
+from pipelines.output import Output
+from pipelines.settings import SLUG_RE, Settings
+
+BUILDINFO_PATH = "/buildinfo"
+BUILDINFO_TIMEOUT = 5.0
+MAX_BUILDINFO_BYTES = 64 * 1024
+GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+VERIFIED = "verified"
+_HEADERS = {"Accept": "application/json", "User-Agent": "fleetgate-verify"}
+
+
+@dataclass(frozen=True)
+class Reading:
+    slug: str
+    expected: str | None
+    seen: str | None
+    verdict: str
+    latency_ms: float
+    detail: str
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict == VERIFIED
+
+
+def request_timeout(settings: Settings) -> float:
+    """Per-request deadline for one `/buildinfo` read: never longer than the whole verify budget."""
+    if settings.verify_timeout > 0:
+        return min(BUILDINFO_TIMEOUT, settings.verify_timeout)
+    return BUILDINFO_TIMEOUT
+
+
+class BuildinfoReader:
+    def __init__(self, tenant_url: Callable[[str], str], *, timeout: float = BUILDINFO_TIMEOUT,
+                 concurrency: int = 32, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._tenant_url = tenant_url
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self._transport = transport  # tests only (httpx.MockTransport); None = real sockets
+
+    async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]:
+        """One read of each tenant, concurrently (at most `concurrency` in flight)."""
+        checked = [check_slug(s, "tenant") for s in slugs]  # all checked before anything is requested
+        urls = {slug: self._tenant_url(slug).rstrip("/") + BUILDINFO_PATH for slug in checked}
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        readings: dict[str, Reading] = {}
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False,
+                                     trust_env=False, headers=_HEADERS, transport=self._transport,
+                                     limits=httpx.Limits(max_connections=self.concurrency)) as client:
+
+            async def one(slug: str) -> None:
+                async with limiter:
+                    readings[slug] = await self._read_one(client, slug, urls[slug], expected)
+
+            async with anyio.create_task_group() as tg:
+                for slug in dict.fromkeys(checked):
+                    tg.start_soon(one, slug)
+        return {slug: readings[slug] for slug in dict.fromkeys(checked)}
+
+    async def wait_verified(self, slugs: Sequence[str], sha: str, *,
+                            timeout: float,  # noqa: ASYNC109 -- the agreed interface; a budget, not a cancel
+                            interval: float) -> dict[str, Reading]:
+        """Read, then re-read the unverified every `interval` until all are verified or `timeout`
+        has passed since the start. Always reads at least once."""
+        deadline = anyio.current_time() + timeout
+        readings = await self.read(slugs, sha)
+        while True:
+            pending = [slug for slug, r in readings.items() if not r.verified]
+            remaining = deadline - anyio.current_time()
+            if not pending or remaining <= 0:
+                return readings
+            await anyio.sleep(min(interval, remaining))
+            readings.update(await self.read(pending, sha))
+
+    async def _read_one(self, client: httpx.AsyncClient, slug: str, url: str,
+                        expected: str | None) -> Reading:
+        start = anyio.current_time()
+
+        def reading(verdict: str, detail: str = "", seen: str | None = None) -> Reading:
+            latency = round((anyio.current_time() - start) * 1000, 1)
+            return Reading(slug=slug, expected=expected, seen=seen, verdict=verdict, latency_ms=latency,
+                           detail=detail)
+
+        status = 0
+        body = bytearray()
+        too_big = False
+        with anyio.move_on_after(self.timeout) as scope:
+            try:
+                async with client.stream("GET", url) as response:
+                    status = response.status_code
+                    if status == 200:
+                        async for chunk in response.aiter_bytes():
+                            body.extend(chunk)
+                            if len(body) > MAX_BUILDINFO_BYTES:
+                                too_big = True
+                                break
+            except httpx.TimeoutException:
+                return reading("unreachable", f"timed out after {self.timeout:g}s")
+            except httpx.HTTPError as exc:
+                return reading("unreachable", f"connection error ({type(exc).__name__})")
+        if scope.cancelled_caught:
+            return reading("unreachable", f"timed out after {self.timeout:g}s")
+        if 300 <= status < 400:
+            return reading("redirect", f"HTTP {status}, not followed")
+        if status != 200:
+            return reading(f"http-{status}", f"HTTP {status}")
+        if too_big:
+            return reading("invalid", f"body larger than {MAX_BUILDINFO_BYTES} bytes")
+        try:
+            data: Any = json.loads(bytes(body).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return reading("invalid", "not JSON")
+        git_sha = data.get("git_sha") if isinstance(data, dict) else None
+        if not isinstance(git_sha, str) or not GIT_SHA_RE.match(git_sha):
+            shown = clean_text(repr(git_sha), limit=60) if isinstance(data, dict) else "not an object"
+            return reading("invalid", f"git_sha is not a 40-hex SHA: {shown}")
+        if expected is None:
+            return reading("read", seen=git_sha)
+        if git_sha == expected:
+            return reading(VERIFIED, seen=git_sha)
+        return reading("stale", f"runs {git_sha[:7]}", seen=git_sha)
+
+
+def drift_report(readings: Mapping[str, Reading]) -> dict[str, Any]:
+    """Per tenant and per fleet: how many tenants run which SHA (or fail to say, by verdict)."""
+    by_sha: Counter[str] = Counter(r.seen if r.seen else r.verdict for r in readings.values())
+    verified = sum(1 for r in readings.values() if r.verified)
+    total = len(readings)
+    return {
+        "ok": total > 0 and verified == total,
+        "total": total,
+        "verified": verified,
+        "drift": total - verified,
+        "by_sha": dict(sorted(by_sha.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "tenants": {slug: {k: v for k, v in asdict(r).items() if k != "slug"}
+                    for slug, r in sorted(readings.items())},
+    }
+
+
+def render_table(readings: Mapping[str, Reading]) -> list[str]:
+    """The drift report as plain lines for humans (stderr)."""
+    width = max([len("tenant"), *(len(s) for s in readings)])
+    lines = [f"{'tenant':<{width}}  {'verdict':<11}  {'seen':<7}  {'latency':>9}  detail"]
+    for slug, r in sorted(readings.items()):
+        seen = r.seen[:7] if r.seen else "-"
+        lines.append(f"{slug:<{width}}  {r.verdict:<11}  {seen:<7}  {r.latency_ms:>7.1f}ms  {r.detail}")
+    report = drift_report(readings)
+    counts = ", ".join(f"{k[:7] if GIT_SHA_RE.match(k) else k}: {n}" for k, n in report["by_sha"].items())
+    lines.append(f"by SHA: {counts or 'none'}")
+    return lines
+
+
+async def list_fleet(settings: Settings) -> list[str]:
+    """Every tenant slug from the CP's dry-run listing (needs --cp-token)."""
+    if settings.cp_token is None:
+        raise UsageError("--cp-token (or CP_ADMIN_API_TOKEN) is required to list tenants; "
+                         "or pass --only SLUG")
+    tag = settings.target_tag or settings.tag_for(settings.sha)
+    async with CPClient(settings.cp_url, settings.cp_token, read_timeout=settings.cp_timeout,
+                        retry_backoff=settings.cp_retry_backoff) as cp:
+        return await cp.list_tenants(tag)
+
+
+def only_slugs(only: Sequence[str]) -> list[str]:
+    """`--only` values: user input, so a bad slug is a usage error (exit 2, nothing contacted)."""
+    slugs: list[str] = []
+    for value in only:
+        for part in str(value).split(","):
+            slug = part.strip()
+            if not slug:
+                continue
+            if not SLUG_RE.match(slug):
+                raise UsageError(f"--only: not a tenant slug: {escaped_slug(slug)}")
+            slugs.append(slug)
+    return sorted(set(slugs))
+
+
+async def run(settings: Settings, out: Output, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The `verify` verb: read every tenant's /buildinfo, print the drift report, exit 1 on drift."""
+    slugs = only_slugs(only) if only else await list_fleet(settings)
+    if not slugs:
+        raise Failed("verify: zero tenants to verify (an empty fleet proves nothing)")
+    out.info(f"verify: reading /buildinfo of {len(slugs)} tenant(s), expecting {settings.short_sha}")
+    reader = BuildinfoReader(settings.tenant_url, timeout=request_timeout(settings))
+    readings = await reader.read(slugs, settings.sha)
+    for line in render_table(readings):
+        out.info(line)
+    report = drift_report(readings)
+    result: dict[str, Any] = {"ok": report["ok"], "verb": "verify", "sha": settings.sha, **report}
+    if not report["ok"]:
+        off = [s for s, r in sorted(readings.items()) if not r.verified]
+        named = ", ".join(off[:10]) + (f" and {len(off) - 10} more" if len(off) > 10 else "")
+        raise Failed(f"verify: {report['drift']} of {report['total']} tenant(s) not on {settings.short_sha}: "
+                     f"{named}", details={k: v for k, v in result.items() if k not in ("ok", "verb")})
+    out.result(result, human=f"verify: all {report['total']} tenant(s) on {settings.short_sha}")
+    return result
