@@ -309,6 +309,8 @@ def _convert(o: Option, raw: Any, where: str) -> Any:
     """Turn a raw value (str from env/flag, or a TOML value) into the setting's type, validated."""
     k = o.kind
     if k is Kind.SECRET:
+        if isinstance(raw, Secret):  # the sandbox overlay hands over Secrets, never their text
+            return raw if raw.reveal().strip() else None
         text = str(raw).strip()
         return Secret(text) if text else None
     if k is Kind.LIST:
@@ -438,7 +440,9 @@ def _check_required(verb: str, s: Settings) -> Settings:
         except (KeyError, IndexError, ValueError):
             raise UsageError(f"--tag-template: only {{sha}} and {{short_sha}} may appear, got "
                              f"{s.tag_template!r}") from None
-        if not s.target_tag and s.sha:
+        # redeploy keeps "unset" visible: the Gitea variable PROD_MANUAL_REDEPLOY_TARGET_TAG may
+        # supply the tag before the template does (pipelines/deploy.py: manual_target_tag).
+        if not s.target_tag and s.sha and verb != "redeploy":
             s = s.with_(target_tag=s.tag_for(s.sha))
     if Group.TENANTS in groups:
         try:
