@@ -1,0 +1,175 @@
+"""The sandbox: a simulated Gitea, control plane and tenant fleet on 127.0.0.1, in the caller's loop.
+
+    async with serve("happy") as sb:
+        settings = resolve("deploy-production", {}, {}, overlay=sb.overlay)
+        sb.state.tenants["alpha"].stuck = True   # shape the world while it runs
+
+Three origins on three ports (Gitea, CP, tenants), so a token leaking to the wrong origin shows up
+in `sb.state.requests`. Sockets are bound before the apps start, so the URLs work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import uvicorn
+
+from pipelines.redact import Secret
+from pipelines.sandbox.world import RequestRecord, World
+
+GRACE_SECONDS = 1.0  # in-flight requests get this long to finish at shutdown, then are cancelled
+
+
+@dataclass
+class Sandbox:
+    gitea_url: str
+    cp_url: str
+    tenant_url_template: str
+    state: World
+    timings: dict[str, float]
+
+    @property
+    def base_url(self) -> str:
+        return self.gitea_url
+
+    @property
+    def overlay(self) -> dict[str, Any]:
+        """Settings overlay pointing fleetgate at this sandbox (flags still win over it)."""
+        w = self.state
+        return {
+            "gitea_url": self.gitea_url,
+            "gitea_token": Secret(w.gitea_token),
+            "repo": w.repo,
+            "sha": w.deploy_sha,
+            "branch": "main",
+            "required_contexts": tuple(w.required_contexts),
+            "cp_url": self.cp_url,
+            "prod_cp_url": self.cp_url,  # the sandbox is "production" here, so the URL guard stays live
+            "cp_token": Secret(w.cp_token),
+            "tenant_url_template": self.tenant_url_template,
+            **self.timings,
+        }
+
+    def env(self) -> dict[str, str]:
+        """The same as environment variables (sandbox-only tokens: fine to print)."""
+        w = self.state
+        return {
+            "GITEA_URL": self.gitea_url,
+            "GITEA_TOKEN": w.gitea_token,
+            "GITHUB_REPOSITORY": w.repo,
+            "GITHUB_SHA": w.deploy_sha,
+            "GITHUB_REF_NAME": "main",
+            "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": ",".join(w.required_contexts),
+            "CP_URL": self.cp_url,
+            "PROD_CP_URL": self.cp_url,
+            "CP_ADMIN_API_TOKEN": w.cp_token,
+            "PROD_TENANT_URL_TEMPLATE": self.tenant_url_template,
+            "CI_STATUS_POLL_INTERVAL_SECONDS": str(self.timings["poll_interval"]),
+            "CI_STATUS_TIMEOUT_SECONDS": str(self.timings["gate_timeout"]),
+            "PROD_AUTO_DEPLOY_SOAK_SECONDS": str(self.timings["soak_seconds"]),
+            "PROD_AUTO_DEPLOY_VERIFY_INTERVAL_SECONDS": str(self.timings["verify_interval"]),
+            "PROD_AUTO_DEPLOY_VERIFY_TIMEOUT_SECONDS": str(self.timings["verify_timeout"]),
+            "PROD_AUTO_DEPLOY_CP_RETRY_BACKOFF_SECONDS": str(self.timings["cp_retry_backoff"]),
+            "FLEETGATE_LEASE_WAIT_SECONDS": str(self.timings["lease_wait"]),
+        }
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server driven by `serve`: started on a pre-bound socket, stopped without the 0.1 s ticks."""
+
+    async def start(self, sock: socket.socket) -> None:
+        self.config.load()
+        self.lifespan = self.config.lifespan_class(self.config)
+        await self.startup(sockets=[sock])
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        tasks = list(self.server_state.tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=GRACE_SECONDS)
+            for task in pending:  # a scripted-slow answer nobody waits for any more
+                task.cancel()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), timeout=GRACE_SECONDS)
+
+
+@asynccontextmanager
+async def serve(scenario: Any = "happy", *, tenants: int | None = None,
+                ports: tuple[int, int, int] = (0, 0, 0)) -> AsyncIterator[Sandbox]:
+    """Serve a fresh world shaped by `scenario` (a name or a Scenario) on three loopback ports."""
+    from pipelines.sandbox import cp_app, gitea_app, tenants_app
+    from pipelines.sandbox.scenarios import TIMINGS, build_world
+
+    world = build_world(scenario, tenants=tenants)
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            sockets.append(_bind(port))
+    except OSError:
+        for s in sockets:
+            s.close()
+        raise
+    urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    world.gitea_url, world.cp_url, world.tenants_url = urls
+    apps = [gitea_app.build_app(world), cp_app.build_app(world), tenants_app.build_app(world)]
+    servers: list[_Server] = []
+    try:
+        for app, sock, service in zip(apps, sockets, ("gitea", "cp", "tenants"), strict=True):
+            config = uvicorn.Config(_recorded(app, world, service), log_config=None, log_level="warning",
+                                    access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+            server = _Server(config)
+            await server.start(sock)
+            servers.append(server)
+        yield Sandbox(gitea_url=world.gitea_url, cp_url=world.cp_url,
+                      tenant_url_template=world.tenants_url + "/tenants/{slug}", state=world,
+                      timings=dict(TIMINGS))
+    finally:
+        world.close()  # scripted-slow answers return now
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*(s.stop() for s in servers))
+        for s in sockets:
+            s.close()
+
+
+def _recorded(app: Any, world: World, service: str) -> Any:
+    """Log every request (time, service, method, path, headers) before the app sees it."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            world.requests.append(RequestRecord(
+                time=time.monotonic(), service=service, method=scope["method"], path=scope["path"],
+                query=scope["query_string"].decode("latin-1"), headers=headers))
+        await app(scope, receive, send)
+
+    return asgi
+
+
+__all__ = ["Sandbox", "World", "serve"]

@@ -1,0 +1,44 @@
+"""The tenant fleet double: `GET /tenants/{slug}/buildinfo` → `{"git_sha": …}` (public, no auth).
+
+Per-tenant behaviour (`Tenant.buildinfo`): ok, unreachable (502 from the load balancer, connection
+closed), non-json, bad-shape, slow (answers after `slow_seconds`), redirect (to another origin whose
+answer would falsely "verify" it: following it is the bug this catches).
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from pipelines.sandbox.world import BuildinfoRead, World
+
+
+def build_app(world: World) -> ASGIApp:
+    async def buildinfo(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        world.buildinfo_reads.append(BuildinfoRead(time=time.monotonic(), slug=slug, headers=headers))
+        tenant = world.tenants.get(slug)
+        if tenant is None:
+            return Response("no such tenant\n", status_code=404, media_type="text/plain")
+        mode = tenant.buildinfo
+        if mode == "unreachable":
+            return Response("<html><body>502 Bad Gateway</body></html>", status_code=502,
+                            media_type="text/html", headers={"Connection": "close"})
+        if mode == "redirect":
+            return RedirectResponse(f"{world.cp_url}/redirected/{slug}/buildinfo", status_code=302)
+        if mode == "slow":
+            await world.pause(tenant.slow_seconds)
+        sha = world.buildinfo_sha(tenant)
+        if mode == "non-json":
+            return Response(f"<html><body>build {sha}</body></html>", media_type="text/html")
+        if mode == "bad-shape":
+            return JSONResponse({"sha": sha, "git_sha": None})
+        return JSONResponse({"git_sha": sha, "built_at": "2026-01-01T00:00:00Z"})
+
+    return Starlette(routes=[Route("/tenants/{slug}/buildinfo", buildinfo, methods=["GET"])])
