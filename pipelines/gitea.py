@@ -91,7 +91,7 @@ class GiteaClient:
     """Async context manager over the Gitea API of one repository."""
 
     def __init__(self, base_url: str, repo: str, token: Secret | None, *, timeout: float = 10.0,
-                 retry_deadline: float = 60.0, retry_wait_initial: float = 0.5,
+                 retry_deadline: float = 60.0, retry_wait_initial: float = 0.25,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         owner, _, name = repo.partition("/")
         if not owner or not name:
