@@ -7,8 +7,8 @@ slugs must match `SLUG_RE` (a hostile one fails the run and is never requested),
 printed, logged or kept.
 
 `Authorization: Bearer` goes only to the CP origin: the request URL is built from `cp_url`,
-redirects are not followed, and the client ignores the environment (`trust_env=False`: no
-`.netrc` credentials, no proxy settings that could re-route the token).
+redirects are not followed, and the client ignores the environment (`trust_env=False`: no proxy
+from `*_PROXY` that could re-route the token through another host).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Verification is the only source of truth for "this tenant runs that SHA": a tena
 verified only when `GET {tenant_url}/buildinfo` answers 200 with JSON `{"git_sha": <exactly the
 expected SHA>}`. Tenants are public endpoints run by code we are deploying, so:
 
-- the reader has its own httpx client with no auth and no secret-bearing default headers, and
-  ignores the environment (`trust_env=False`: `.netrc` could otherwise add an Authorization header);
+- the reader has its own httpx client with no auth and no secret-bearing default headers; it
+  ignores the environment (`trust_env=False`: no proxy from `*_PROXY`, whose credentials would
+  travel as Proxy-Authorization) and refuses a tenant URL carrying `user:pass@` (httpx would turn
+  it into Basic auth);
 - no redirect is followed (a 3xx is the verdict "redirect"), so nothing is fetched from another host;
 - every slug is checked against `SLUG_RE` before any URL is built from it;
 - every request has a deadline for the whole exchange (not just per socket read), and bodies are
@@ -13,7 +15,8 @@ expected SHA>}`. Tenants are public endpoints run by code we are deploying, so:
 - concurrency is bounded by an anyio `CapacityLimiter`.
 
 Verdicts: "verified", "stale" (another SHA), "read" (a valid SHA with no expectation, e.g. the
-before-SHA captured for rollback), "unreachable" (connection error or timeout), "invalid"
+before-SHA captured for rollback), "unreachable" (connection error, timeout, or a gateway
+502/503/504: the load balancer could not reach the tenant), "invalid"
 (non-JSON or a bad shape), "redirect", "http-<code>".
 """
 
@@ -39,6 +42,7 @@ BUILDINFO_TIMEOUT = 5.0
 MAX_BUILDINFO_BYTES = 64 * 1024
 GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 VERIFIED = "verified"
+GATEWAY_STATUSES = frozenset({502, 503, 504})
 _HEADERS = {"Accept": "application/json", "User-Agent": "fleetgate-verify"}
 
 
@@ -77,6 +81,14 @@ class BuildinfoReader:
         """One read of each tenant, concurrently (at most `concurrency` in flight)."""
         checked = [check_slug(s, "tenant") for s in slugs]  # all checked before anything is requested
         urls = {slug: self._tenant_url(slug).rstrip("/") + BUILDINFO_PATH for slug in checked}
+        for slug, url in urls.items():
+            try:
+                parsed = httpx.URL(url)
+            except httpx.InvalidURL:
+                raise Failed(f"tenant {slug}: the tenant URL is not a valid URL") from None
+            if parsed.userinfo:
+                raise Failed(f"tenant {slug}: the tenant URL carries credentials; /buildinfo is public and "
+                             "gets no auth of any kind")
         limiter = anyio.CapacityLimiter(self.concurrency)
         readings: dict[str, Reading] = {}
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False,
@@ -137,6 +149,8 @@ class BuildinfoReader:
             return reading("unreachable", f"timed out after {self.timeout:g}s")
         if 300 <= status < 400:
             return reading("redirect", f"HTTP {status}, not followed")
+        if status in GATEWAY_STATUSES:  # the load balancer could not reach the tenant
+            return reading("unreachable", f"HTTP {status} from the gateway")
         if status != 200:
             return reading(f"http-{status}", f"HTTP {status}")
         if too_big:
