@@ -1,0 +1,140 @@
+"""The kill switch: plan-time values, the live Gitea variable, and fail-closed reads."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from pipelines.errors import Disabled, ExitCode, Failed
+from pipelines.gitea import GiteaClient
+from pipelines.killswitch import VARIABLE, check_plan_time, live_reason, run
+from pipelines.output import Output
+from pipelines.sandbox import Sandbox, serve
+from pipelines.settings import Settings, resolve
+
+pytestmark = pytest.mark.anyio
+
+
+def settings_for(sb: Sandbox | None = None, **changes: Any) -> Settings:
+    overlay = sb.overlay if sb is not None else {"repo": "acme/fleet", "gitea_url": "http://127.0.0.1:9"}
+    return resolve("assert-enabled", {}, {}, overlay=overlay).with_(**changes)
+
+
+def quiet() -> Output:
+    return Output(stream=io.StringIO(), stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", " yes ", "on", "disabled", "Disable"])
+def test_truthy_plan_time_values_disable(value: str) -> None:
+    with pytest.raises(Disabled) as info:
+        check_plan_time(settings_for(disabled=value))
+    assert info.value.exit_code == ExitCode.DISABLED
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "No", "off", "enabled"])
+def test_falsy_plan_time_values_pass(value: str) -> None:
+    check_plan_time(settings_for(disabled=value))
+
+
+@pytest.mark.parametrize("value", ["maybe", "ture", "2", "disabled please"])
+def test_unrecognised_plan_time_values_disable(value: str) -> None:
+    with pytest.raises(Disabled, match="unrecognised value"):
+        check_plan_time(settings_for(disabled=value))
+
+
+async def test_absent_variable_means_off() -> None:
+    async with serve("happy") as sb:
+        result = await run(settings_for(sb), quiet())
+        reads = sb.state.requests_to("gitea", "GET", f"/actions/variables/{VARIABLE}")
+    assert result["enabled"] is True and result["live_kill_switch"] == "off"
+    assert len(reads) == 1
+
+
+@pytest.mark.parametrize("value, engaged", [
+    ("true", True), ("1", True), ("Disabled", True), ("maybe", True),  # unrecognised: engaged
+    ("false", False), ("0", False), ("", False),
+])
+async def test_live_variable_values(value: str, engaged: bool) -> None:
+    async with serve("happy") as sb:
+        sb.state.engage_kill_switch(value)
+        if engaged:
+            with pytest.raises(Disabled, match=VARIABLE) as info:
+                await run(settings_for(sb), quiet())
+            assert info.value.exit_code == ExitCode.DISABLED
+        else:
+            assert (await run(settings_for(sb), quiet()))["enabled"] is True
+
+
+async def test_plan_time_switch_wins_before_any_request() -> None:
+    async with serve("happy") as sb:
+        with pytest.raises(Disabled, match="--disabled"):
+            await run(settings_for(sb, disabled="yes"), quiet())
+        assert sb.state.requests == []
+
+
+async def test_an_unreadable_variable_fails_closed() -> None:
+    async with serve("kill-switch-unreadable") as sb:
+        s = settings_for(sb)
+        async with GiteaClient(s.gitea_url, s.repo, s.gitea_token, retry_deadline=0.3,
+                               retry_wait_initial=0.01) as gitea:
+            with pytest.raises(Failed, match=f"variable {VARIABLE}") as info:
+                await live_reason(gitea)
+        assert len(sb.state.requests) >= 2  # 500 was retried before giving up
+    assert info.value.exit_code == ExitCode.FAILED
+
+
+@pytest.mark.parametrize("body", ["not json", '{"name": "X"}', '{"data": 1}'])
+async def test_an_invalid_answer_fails_closed(body: str) -> None:
+    from loopback import serve_app
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/{p:path}", lambda r: PlainTextResponse(body))])
+    async with serve_app(app) as url, GiteaClient(url, "acme/fleet", None) as gitea:
+        with pytest.raises(Failed):
+            await live_reason(gitea)
+
+
+async def test_a_rejected_token_fails_closed() -> None:
+    async with serve("gitea-unauthorized") as sb:
+        with pytest.raises(Failed, match="HTTP 401"):
+            await run(settings_for(sb), quiet())
+
+
+async def test_missing_token_fails_closed_without_contacting_gitea() -> None:
+    async with serve("kill-switch-engaged") as sb:
+        with pytest.raises(Failed, match="--no-live-kill-switch"):
+            await run(settings_for(sb, gitea_token=None), quiet())
+        assert sb.state.requests == []
+        result = await run(settings_for(sb, gitea_token=None, live_kill_switch=False), quiet())
+        assert result["live_kill_switch"] == "skipped"
+        assert sb.state.requests == []
+
+
+# ---------------------------------------------------------------- through the real CLI
+
+
+def fleetgate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_"))}
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
+                          timeout=60, env={**base, **env}, check=False)
+
+
+@pytest.mark.parametrize("scenario, env, code", [
+    ("happy", {}, 0),
+    ("kill-switch-engaged", {}, 3),
+    ("gitea-unauthorized", {}, 1),
+    ("happy", {"PROD_AUTO_DEPLOY_DISABLED": "perhaps"}, 3),
+])
+def test_cli_assert_enabled(scenario: str, env: dict[str, str], code: int) -> None:
+    proc = fleetgate("assert-enabled", "--sandbox", "--scenario", scenario, **env)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == ""  # no --json: nothing on stdout
+    errors = [line for line in proc.stderr.splitlines() if "fleetgate assert-enabled:" in line]
+    assert len(errors) == (0 if code == 0 else 1)
