@@ -109,6 +109,7 @@ class Rollout:
         self.final_verify = final_verify
         self.gitea_retry_deadline = gitea_retry_deadline
         self.run_id = run_id or new_run_id()
+        self.joined = run_id is not None
         self.ledger = Ledger(settings.ledger, self.run_id)
         self.tenants: list[str] = []
         self.before: dict[str, Reading] = {}
@@ -143,9 +144,11 @@ class Rollout:
         self.preflight()
         s = self.s
         assert s.cp_token is not None
-        self.ledger.record("plan", verb=self.verb, sha=s.sha, tag=s.target_tag, manual=self.manual,
-                           dry_run=s.dry_run, batch_size=s.batch_size, canary=s.canary or "(first tenant)",
-                           max_stragglers=s.max_stragglers, on_failure=s.on_failure, lease=s.lease)
+        if not self.joined:  # deploy-production recorded its plan under the same run id already
+            self.ledger.record("plan", verb=self.verb, sha=s.sha, tag=s.target_tag, manual=self.manual,
+                               dry_run=s.dry_run, batch_size=s.batch_size,
+                               canary=s.canary or "(first tenant)", max_stragglers=s.max_stragglers,
+                               on_failure=s.on_failure, lease=s.lease)
         async with AsyncExitStack() as stack:
             self.gitea = await stack.enter_async_context(GiteaClient(
                 s.gitea_url, s.repo, s.gitea_token, retry_deadline=self.gitea_retry_deadline))
@@ -153,24 +156,27 @@ class Rollout:
                 s.cp_url, s.cp_token, read_timeout=s.cp_timeout, retry_backoff=s.cp_retry_backoff))
             self.reader = BuildinfoReader(s.tenant_url, timeout=request_timeout(s))
             try:
-                return await self._run_leased()
+                try:
+                    outcome = await self._run_leased()
+                finally:
+                    # Released first, so the run's last words (ledger `done`, summary) come after it.
+                    if self.lease is not None:
+                        await self.lease.release()  # shielded and bounded inside
+                        if self.lease_state == "taken":
+                            self.lease_state = "released"
             except FleetgateError as exc:
                 self._finish_failed(exc)
                 raise
             except anyio.get_cancelled_exc_class():
-                # A signal (or the caller) cancelled us: say so in the ledger; the lease goes below.
+                # A signal (or the caller) cancelled us: say so in the ledger (the lease is released).
                 self.ledger.record("halt", reason="interrupted", changed=list(dict.fromkeys(self.changed)))
                 self.ledger.record("done", sha=s.sha, tag=s.target_tag, verified=False, dry_run=s.dry_run,
                                    exit_code=int(ExitCode.FAILED), error="interrupted")
                 raise
-            finally:
-                if self.lease is not None:
-                    await self.lease.release()  # shielded and bounded inside
-                    if self.lease_state == "taken":
-                        self.lease_state = "released"
-        raise AssertionError("unreachable")
+        return self._finish_ok(outcome)
 
-    async def _run_leased(self) -> dict[str, Any]:
+    async def _run_leased(self) -> str:
+        """Everything under the lease; returns the outcome message of a successful run."""
         s = self.s
         if s.lease and not s.dry_run:
             self.lease = Lease(self.gitea, run_id=self.run_id, sha=s.sha, ttl=s.lease_ttl, wait=s.lease_wait,
@@ -200,7 +206,7 @@ class Rollout:
             self.out.ok(f"canary {canary} already reports {s.sha[:12]}: counts as verified")
         self.waves = plan_waves(todo, canary, s.batch_size)
         if not self.waves:
-            return await self._finish_ok("nothing to do: every tenant already reports the SHA")
+            return "nothing to do: every tenant already reports the SHA"
 
         for position, wave in enumerate(self.waves):
             await self._before_write(wave)
@@ -213,14 +219,14 @@ class Rollout:
                 await anyio.sleep(s.soak_seconds)
 
         if s.dry_run:
-            return await self._finish_ok("dry run planned: nothing changed")
+            return "dry run planned: nothing changed"
         if self.final_verify:
             await self._final_verify()
         outcome = "done: every tenant verified on the SHA"
         if self.stragglers:
             outcome = (f"done with {len(self.stragglers)} straggler(s) within --max-stragglers: "
                        f"{', '.join(self.stragglers)}")
-        return await self._finish_ok(outcome)
+        return outcome
 
     # ------------------------------------------------------------------ stand-down
     async def _stand_down_checks(self) -> None:
@@ -449,7 +455,7 @@ class Rollout:
             report["exit_code"] = int(exit_code)
         return report
 
-    async def _finish_ok(self, outcome: str) -> dict[str, Any]:
+    def _finish_ok(self, outcome: str) -> dict[str, Any]:
         s = self.s
         readings = self.final
         if readings is None and not s.dry_run:
