@@ -291,3 +291,71 @@ async def test_a_wave_that_outlives_the_read_timeout_is_retried_then_fails() -> 
         tg.cancel_scope.cancel()
     assert len(connections) == 4
     assert 0.4 <= elapsed < 3.0  # four read timeouts of 0.1 s, not the 10 s connect/write budget
+
+
+# ------------------------------------------------------------ over the sandbox's CP (real loopback sockets)
+
+
+@pytest.mark.anyio
+async def test_sandbox_502_mid_wave_resends_only_the_tenants_not_yet_on_the_sha() -> None:
+    from pipelines.sandbox import serve
+    from pipelines.verify import BuildinfoReader
+
+    async with serve("cp-5xx") as sb:
+        w = sb.state
+        settings = sb.overlay
+        reader = BuildinfoReader(lambda slug: sb.tenant_url_template.format(slug=slug), timeout=2.0)
+
+        async def still_needed(slugs: list[str]) -> list[str]:
+            readings = await reader.read(slugs, w.deploy_sha)
+            return [s for s in slugs if not readings[s].verified]
+
+        tag = f"staging-{w.deploy_sha[:7]}"
+        async with CPClient(sb.cp_url, settings["cp_token"], read_timeout=5.0,
+                            retry_backoff=settings["cp_retry_backoff"]) as cp:
+            assert await cp.list_tenants(tag) == sorted(w.tenants)
+            answer = await cp.redeploy_wave(tag, ["alpha", "bravo", "charlie"], dry_run=False,
+                                            still_needed=still_needed)
+        # Each 502 came after the CP redeployed one tenant; each retry carried only the rest.
+        wave_bodies = [c.body for c in w.cp_calls if not c.body.get("dry_run")]
+        assert [b["only_slugs"] for b in wave_bodies] == [["alpha", "bravo", "charlie"], ["bravo", "charlie"],
+                                                          ["charlie"]]
+        assert [b["batch_size"] for b in wave_bodies] == [3, 2, 1]
+        assert [wr.slugs for wr in w.writes] == [["alpha"], ["bravo"], ["charlie"]]
+        assert answer.attempts == 3 and [r.slug for r in answer.rows] == ["charlie"]
+        assert {s: w.tenants[s].sha for s in ("alpha", "bravo", "charlie")} == dict.fromkeys(
+            ("alpha", "bravo", "charlie"), w.deploy_sha)
+
+
+@pytest.mark.anyio
+async def test_sandbox_refusal_fails_without_a_write() -> None:
+    from pipelines.sandbox import serve
+
+    async with serve("cp-refuses") as sb:
+        tag = f"staging-{sb.state.deploy_sha[:7]}"
+        async with CPClient(sb.cp_url, sb.overlay["cp_token"], read_timeout=5.0, retry_backoff=0) as cp:
+            with pytest.raises(Failed, match="ok: false — refusing redeploy: the fleet is in a maintenance"):
+                await cp.redeploy_wave(tag, ["alpha"], dry_run=False, still_needed=all_needed)
+        assert len(sb.state.cp_calls) == 1 and sb.state.writes == []
+
+
+@pytest.mark.anyio
+async def test_sandbox_leaky_error_rows_and_bodies_never_leave_unredacted() -> None:
+    from pipelines.sandbox import serve
+    from pipelines.sandbox.scenarios import leaky_text
+
+    async with serve("leaky-errors") as sb:
+        w = sb.state
+        overlay = sb.overlay  # the run's settings hold both tokens as Secrets
+        tag = f"staging-{w.deploy_sha[:7]}"
+        async with CPClient(sb.cp_url, overlay["cp_token"], read_timeout=5.0, retry_backoff=0) as cp:
+            answer = await cp.redeploy_wave(tag, ["alpha", "bravo"], dry_run=False, still_needed=all_needed)
+        assert answer.attempts == 2  # the leaky 502 body was retried past, never parsed or shown
+        bravo = next(r for r in answer.rows if r.slug == "bravo")
+        assert bravo.healthz_ok is False and bravo.error
+        everything = repr(answer)
+        assert leaky_text(w) not in everything
+        for secret in (w.cp_token, w.gitea_token, "hunter2-pass", "deploy:", "\x1b", "\r", "\n", "\x00"):
+            assert secret not in bravo.error
+            assert secret not in json.dumps(row_facts(bravo), ensure_ascii=False)
+        assert "ERROR" in bravo.error and "forged: log line" in bravo.error  # readable, on one line
