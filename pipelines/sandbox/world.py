@@ -63,7 +63,8 @@ class Status:
 
 @dataclass
 class StatusFlip:
-    """`context` on `sha` becomes `state` once the SHA's combined status was read `after_reads` times."""
+    """`context` on `sha` becomes `state` once the SHA's combined status was read `after_reads` times
+    in all (`World.set_status` counts from the reads made so far)."""
 
     sha: str
     context: str
@@ -262,9 +263,11 @@ class World:
 
     def set_status(self, sha: str, context: str, state: str, *, after_reads: int = 0,
                    description: str = "", target_url: str = "") -> None:
-        """Post a status now, or (after_reads > 0) once the SHA's combined status was read that often."""
+        """Post a status now, or (after_reads > 0) once the SHA's combined status was read that many
+        more times."""
         if after_reads > 0:
-            self.flips.append(StatusFlip(sha=sha, context=context, state=state, after_reads=after_reads))
+            self.flips.append(StatusFlip(sha=sha, context=context, state=state,
+                                         after_reads=self.status_reads.get(sha, 0) + after_reads))
             return
         status = Status(id=self._next_status_id, sha=sha, context=context, state=state,
                         description=description or f"{context}: {state}",
