@@ -187,15 +187,16 @@ def drift_report(readings: Mapping[str, Reading]) -> dict[str, Any]:
 
 
 def render_table(readings: Mapping[str, Reading]) -> list[str]:
-    """The drift report as plain lines for humans (stderr)."""
-    width = max([len("tenant"), *(len(s) for s in readings)])
-    lines = [f"{'tenant':<{width}}  {'verdict':<11}  {'seen':<7}  {'latency':>9}  detail"]
+    """The drift report as plain lines for humans (stderr), one per tenant. `Output` collapses runs
+    of whitespace (one line per message, always), so these are sentences, not aligned columns."""
+    lines = []
     for slug, r in sorted(readings.items()):
-        seen = r.seen[:7] if r.seen else "-"
-        lines.append(f"{slug:<{width}}  {r.verdict:<11}  {seen:<7}  {r.latency_ms:>7.1f}ms  {r.detail}")
+        seen = f" {r.seen[:7]}" if r.seen else ""
+        detail = f" — {r.detail}" if r.detail and not r.verified else ""
+        lines.append(f"{slug}: {r.verdict}{seen} ({r.latency_ms:.0f} ms){detail}")
     report = drift_report(readings)
-    counts = ", ".join(f"{k[:7] if GIT_SHA_RE.match(k) else k}: {n}" for k, n in report["by_sha"].items())
-    lines.append(f"by SHA: {counts or 'none'}")
+    counts = ", ".join(f"{k[:7] if GIT_SHA_RE.match(k) else k} × {n}" for k, n in report["by_sha"].items())
+    lines.append(f"fleet by SHA: {counts or 'none'} ({report['verified']}/{report['total']} verified)")
     return lines
 
 
@@ -228,7 +229,7 @@ async def run(settings: Settings, out: Output, only: tuple[str, ...] = ()) -> di
     """The `verify` verb: read every tenant's /buildinfo, print the drift report, exit 1 on drift."""
     slugs = only_slugs(only) if only else await list_fleet(settings)
     if not slugs:
-        raise Failed("verify: zero tenants to verify (an empty fleet proves nothing)")
+        raise Failed("zero tenants to verify (an empty fleet proves nothing)")
     out.info(f"verify: reading /buildinfo of {len(slugs)} tenant(s), expecting {settings.short_sha}")
     reader = BuildinfoReader(settings.tenant_url, timeout=request_timeout(settings))
     readings = await reader.read(slugs, settings.sha)
@@ -239,7 +240,7 @@ async def run(settings: Settings, out: Output, only: tuple[str, ...] = ()) -> di
     if not report["ok"]:
         off = [s for s, r in sorted(readings.items()) if not r.verified]
         named = ", ".join(off[:10]) + (f" and {len(off) - 10} more" if len(off) > 10 else "")
-        raise Failed(f"verify: {report['drift']} of {report['total']} tenant(s) not on {settings.short_sha}: "
+        raise Failed(f"{report['drift']} of {report['total']} tenant(s) not on {settings.short_sha}: "
                      f"{named}", details={k: v for k, v in result.items() if k not in ("ok", "verb")})
-    out.result(result, human=f"verify: all {report['total']} tenant(s) on {settings.short_sha}")
+    out.result(result, human=f"verify: all {report['total']} tenant(s) verified on {settings.short_sha}")
     return result

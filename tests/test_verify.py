@@ -105,7 +105,7 @@ async def test_verify_reports_drift_by_sha_and_fails() -> None:
         golf = details["tenants"]["golf"]
         assert golf["verdict"] == "stale" and golf["seen"] == previous
         table = err.getvalue()
-        assert "golf" in table and "stale" in table and f"{previous[:7]}: 3" in table
+        assert f"golf: stale {previous[:7]}" in table and f"{previous[:7]} × 3" in table
         assert std.getvalue() == ""  # the CLI prints the failure JSON (with these details) itself
 
 
