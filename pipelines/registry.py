@@ -257,6 +257,7 @@ class RegistryClient:
             async for attempt in stamina.retry_context(
                 on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_deadline,
                 wait_initial=self._retry_wait, wait_max=max(self._retry_wait, 5.0),
+                wait_jitter=self._retry_wait,  # jitter on the scale of the backoff, not stamina's fixed 1 s
             ):
                 with attempt:
                     resp = await self._http.request(method, url, headers=dict(headers), content=content)
@@ -454,16 +455,14 @@ async def rollout_evidence(settings: Settings, out: Output) -> dict[str, Any]:
         raise Failed(f"refusing to promote: {ledger_note}, and no --cp-token (CP_ADMIN_API_TOKEN) for a live "
                      "verify of the fleet")
     out.info(f"{ledger_note}; verifying the whole fleet live")
-    from pipelines.cp import CPClient
-    from pipelines.verify import BuildinfoReader
+    from pipelines.verify import BuildinfoReader, list_fleet, request_timeout
 
-    async with CPClient(settings.cp_url, settings.cp_token, read_timeout=settings.cp_timeout,
-                        retry_backoff=settings.cp_retry_backoff) as cp:
-        slugs = await cp.list_tenants(settings.target_tag)
+    slugs = await list_fleet(settings)
     if not slugs:
         raise Failed(f"refusing to promote: {ledger_note}, and the CP lists no tenants to verify")
-    readings = await BuildinfoReader(settings.tenant_url).read(slugs, settings.sha)
-    unverified = sorted(slug for slug in slugs if readings[slug].verdict != "verified")
+    reader = BuildinfoReader(settings.tenant_url, timeout=request_timeout(settings))
+    readings = await reader.read(slugs, settings.sha)
+    unverified = sorted(slug for slug in slugs if not readings[slug].verified)
     if unverified:
         shown = ", ".join(f"{s} ({readings[s].verdict})" for s in unverified[:10])
         more = f" and {len(unverified) - 10} more" if len(unverified) > 10 else ""
