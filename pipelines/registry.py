@@ -281,8 +281,10 @@ class RegistryClient:
             await self._authenticate(resp, actions)
             resp = await self._send(method, url, {**(headers or {}), **self._auth_header(actions)}, content)
             if resp.status_code == 401:
-                raise Failed(f"registry {self.ref.netloc}: credentials refused for {actions} on "
-                             f"{self.ref.repository} ({_registry_error(resp)})")
+                who = "credentials refused" if self._basic() is not None else \
+                    "anonymous access refused (set --registry-username and REGISTRY_PASSWORD)"
+                raise Failed(f"registry {self.ref.netloc}: {who} for {actions} on {self.ref.repository} "
+                             f"({_registry_error(resp)})")
         if resp.status_code == 403:
             raise Failed(f"registry {self.ref.netloc}: the credentials lack {actions} permission on "
                          f"{self.ref.repository} ({_registry_error(resp)})")

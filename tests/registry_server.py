@@ -212,7 +212,7 @@ def _config(root: Path, port: int, auth: dict[str, Any] | None) -> str:
 @contextmanager
 def start_registry(root: Path, auth: str = "none", *, username: str = "promoter",
                    password: str = "") -> Iterator[Registry]:
-    binary = shutil.which(BINARY) or (f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").exists() else None)
+    binary = shutil.which(BINARY) or (f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").is_file() else None)
     if binary is None:
         pytest.fail(f"{BINARY} is not installed; the promote tests need a real registry: {INSTALL_HINT}")
     root.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import registry_server
 from loopback import connection_recorder, serve_app
 from registry_server import (
     DOCKER_MANIFEST,
@@ -299,7 +300,7 @@ def test_token_flow(capsys: pytest.CaptureFixture[str], token_registry: Registry
     service.requests.clear()
 
     code, result, printed = cli_promote(capsys, sha, token_registry.image(repo), ledger)
-    assert code == 1 and "credentials refused" in result["error"]  # an anonymous token grants nothing
+    assert code == 1 and "anonymous access refused" in result["error"]  # an anonymous token grants nothing
     assert all(r["authorization"] is None for r in service.requests)
 
     service.requests.clear()
@@ -465,6 +466,35 @@ async def test_credentials_are_not_sent_to_a_plain_http_realm_elsewhere(registry
         async with RegistryClient(ref, "promoter", Secret(PASSWORD), retry_wait=0.01) as client:
             with pytest.raises(Failed, match="not https; refusing to send credentials"):
                 await client.resolve_digest("latest")
+
+
+@pytest.mark.anyio
+async def test_a_put_the_registry_did_not_keep_fails_the_check_after(registry: Registry, repo: str, sha: str,
+                                                                      tmp_path: Path) -> None:
+    push_image(registry, repo, f"staging-{sha[:7]}")
+    ledger = verified_ledger(tmp_path / "ledger.jsonl", sha)
+    seen: list[tuple[str, str | None]] = []
+
+    def swallow_puts(request: Request, n: int) -> Response | None:
+        seen.append((request.method, request.headers.get("authorization")))
+        return Response(status_code=201) if request.method == "PUT" else None
+
+    app = _front(registry.url, swallow_puts)
+    async with serve_app(app) as url:
+        settings = resolve_settings("promote", {"sha": sha, "image": f"{url.removeprefix('http://')}/{repo}",
+                                                "ledger": str(ledger)}, {})
+        with pytest.raises(Failed, match="after the PUT, 'latest' resolves to None"):
+            await promote(settings, Output(stream=io.StringIO()))
+    assert ("PUT", None) in seen  # it was sent; no credential goes to a registry that did not ask
+    assert all(auth is None for _, auth in seen)
+
+
+def test_missing_registry_binary_fails_the_tests_not_skips(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_server, "BINARY", "docker-registry-not-installed")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y docker-registry"):
+        with start_registry(tmp_path / "never"):
+            pass
 
 
 def test_challenge_parsing() -> None:
