@@ -35,7 +35,6 @@ def _user(world: World) -> dict[str, Any]:
         "last_login": "0001-01-01T00:00:00Z", "created": "2026-01-01T00:00:00Z", "restricted": False,
         "active": True, "prohibit_login": False, "location": "", "website": "", "description": "",
         "visibility": "public", "followers_count": 0, "following_count": 0, "starred_repos_count": 0,
-        "username": "gitea-actions",
     }
 
 
