@@ -150,7 +150,7 @@ async def test_a_zero_timeout_still_gets_one_look() -> None:
 
 async def test_unknown_token_fails_naming_the_permission() -> None:
     async with serve("gitea-unauthorized") as sb:
-        with pytest.raises(Failed, match="HTTP 401.*read:repository"):
+        with pytest.raises(Failed, match=r"HTTP 401.*read:repository"):
             await gates(sb)
 
 
@@ -171,7 +171,8 @@ def test_judge_never_reads_the_combined_state() -> None:
 
 
 def fleetgate(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_"))}
+    ours = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
                           timeout=60, env=env, check=False)
 

@@ -107,7 +107,7 @@ async def test_5xx_that_never_recovers_fails_within_the_deadline(gitea: Gitea) -
     gitea.world.gitea_faults.fail_next = 10_000
     started = time.monotonic()
     async with gitea.client(retry_deadline=0.4) as g:
-        with pytest.raises(Failed, match="HTTP 503|within 0.4s"):
+        with pytest.raises(Failed, match=r"HTTP 503|within 0.4s"):
             await g.combined_status(gitea.world.deploy_sha)
     assert time.monotonic() - started < 2.0
     assert len(gitea.recorder.seen) >= 2
@@ -154,7 +154,7 @@ async def test_a_read_only_token_cannot_write_and_says_which_permission(gitea: G
     gitea.world.gitea_tokens["read-only-token"] = {READ}
     async with gitea.client(token="read-only-token") as g:
         assert await g.can_write_variables() is False
-        with pytest.raises(Failed, match="HTTP 403.*write:repository / Actions variables"):
+        with pytest.raises(Failed, match=r"HTTP 403.*write:repository / Actions variables"):
             await g.update_variable("FLEETGATE_LEASE", "x")
 
 
@@ -221,7 +221,7 @@ async def test_a_redirect_is_not_followed_and_the_token_stays_home() -> None:
         app = Starlette(routes=[Route("/{p:path}", redirect)])
         async with serve_app(app) as url, GiteaClient(url, "acme/fleet", Secret("tok-123456"),
                                                       retry_wait_initial=0.01) as g:
-            with pytest.raises(Failed, match="HTTP 307 redirect .* not followed"):
+            with pytest.raises(Failed, match=r"HTTP 307 redirect .* not followed"):
                 await g.get_variable("PROD_AUTO_DEPLOY_DISABLED")
     assert elsewhere.seen == []
 
@@ -257,7 +257,8 @@ async def test_paging_stops_at_an_empty_page_without_x_total_count() -> None:
 
 async def test_a_context_seen_twice_keeps_the_newest() -> None:
     async def status(request: Request) -> Response:
-        entries = [{"context": "ci", "status": "pending", "id": 5}, {"context": "ci", "status": "success", "id": 9},
+        entries = [{"context": "ci", "status": "pending", "id": 5},
+                   {"context": "ci", "status": "success", "id": 9},
                    {"context": "ci", "status": "failure", "id": 7}]
         return JSONResponse({"statuses": entries}, headers={"X-Total-Count": "3"})
 
@@ -275,6 +276,6 @@ async def test_connection_refused_fails_within_the_deadline() -> None:
     started = time.monotonic()
     async with GiteaClient(f"http://127.0.0.1:{port}", "acme/fleet", None, retry_deadline=0.3,
                            retry_wait_initial=0.01) as g:
-        with pytest.raises(Failed, match="cannot reach|within 0.3s"):
+        with pytest.raises(Failed, match=r"cannot reach|within 0.3s"):
             await g.branch_head("main")
     assert time.monotonic() - started < 2.0

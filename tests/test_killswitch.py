@@ -121,7 +121,8 @@ async def test_missing_token_fails_closed_without_contacting_gitea() -> None:
 
 
 def fleetgate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_"))}
+    ours = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
                           timeout=60, env={**base, **env}, check=False)
 

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.anyio
 
 PLAN_KEYS = sorted([
     "sha", "short_sha", "target_tag", "repo", "branch", "cp_url", "required_contexts", "canary", "batch_size",
-    "soak_seconds", "max_stragglers", "on_failure", "dry_run", "enabled", "disabled_reason", "live_kill_switch",
-    "lease", "gitea_token", "cp_token",
+    "soak_seconds", "max_stragglers", "on_failure", "dry_run", "enabled", "disabled_reason",
+    "live_kill_switch", "lease", "gitea_token", "cp_token",
 ])
 
 
@@ -111,7 +111,8 @@ async def test_without_a_gitea_token_the_plan_says_missing_and_reads_nothing() -
 
 
 def fleetgate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_"))}
+    ours = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
                           timeout=60, env={**base, **env}, check=False)
 

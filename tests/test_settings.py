@@ -1,0 +1,222 @@
+"""The settings table: validation, precedence, the URL guard, and secrets kept out of files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.errors import UsageError
+from pipelines.redact import Secret
+from pipelines.settings import OPTIONS, Kind, load_config, options_for, resolve, switch_engaged
+from pipelines.urlguard import same_origin
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+PROD = "https://api.moleculesai.app"
+BASE: dict[str, Any] = {"sha": SHA, "repo": "acme/fleet", "gitea_url": "https://git.example.com",
+                        "required_contexts": ("CI / test (push)",)}
+
+
+def plan(**flags: Any) -> Any:
+    return resolve("plan", {**BASE, **flags}, {})
+
+
+def test_defaults_and_derived_values() -> None:
+    s = plan()
+    assert s.target_tag == "staging-0123456" and s.short_sha == "0123456"
+    assert (s.batch_size, s.soak_seconds, s.max_stragglers, s.on_failure) == (3, 60.0, 0, "halt")
+    assert s.cp_url == PROD and s.lease is True and s.live_kill_switch is True and s.enabled is True
+    assert s.gitea_token is None and s.cp_token is None
+    assert s.tenant_url("alpha") == "https://alpha.moleculesai.app"
+
+
+def test_uppercase_sha_is_accepted_and_lowercased() -> None:
+    assert plan(sha=SHA.upper()).sha == SHA
+
+
+@pytest.mark.parametrize("flags, needle", [
+    ({"sha": SHA[:7]}, "40-hex"),
+    ({"sha": SHA + "0"}, "40-hex"),
+    ({"sha": "g" * 40}, "40-hex"),
+    ({"sha": "HEAD"}, "40-hex"),
+    ({"repo": "fleet"}, "owner/name"),
+    ({"repo": "acme/fleet/extra"}, "owner/name"),
+    ({"repo": "acme /fleet"}, "owner/name"),
+    ({"gitea_url": "https://bot:hunter2@git.example.com"}, "credentials"),
+    ({"gitea_url": "ftp://git.example.com"}, "http(s) URL"),
+    ({"gitea_url": "file:///etc/passwd"}, "http(s) URL"),
+    ({"gitea_url": "git.example.com"}, "http(s) URL"),
+    ({"gitea_url": "https://git.example.com/?x=1"}, "no query"),
+    ({"gitea_url": "https://git.example.com:99999"}, "port"),
+    ({"batch_size": "0"}, "≥ 1"),
+    ({"batch_size": "-3"}, "≥ 1"),
+    ({"batch_size": "2.5"}, "integer"),
+    ({"batch_size": "three"}, "integer"),
+    ({"max_stragglers": "-1"}, "≥ 0"),
+    ({"soak_seconds": "-0.5"}, "≥ 0"),
+    ({"soak_seconds": "nan"}, "finite"),
+    ({"gate_timeout": "inf"}, "finite"),
+    ({"poll_interval": "0"}, "≥ 0.01"),
+    ({"cp_timeout": "119"}, "≥ 120"),
+    ({"lease_ttl": "0"}, "≥ 1"),
+    ({"on_failure": "ignore"}, "halt, rollback"),
+    ({"dry_run": "maybe"}, "boolean"),
+    ({"canary": "Evil.Example"}, "slug or none"),
+    ({"canary": "../x"}, "slug or none"),
+    ({"required_contexts": (" , ",)}, "no required status contexts"),
+    ({"tag_template": "staging-{nope}"}, "--tag-template"),
+    ({"tag_template": "staging-{sha"}, "--tag-template"),
+    ({"tenant_url_template": "https://fleet.example.com"}, "must contain {slug}"),
+    ({"tenant_url_template": "https://{slug}.example.com/{region}"}, "only {slug}"),
+    ({"tenant_url_template": "ftp://{slug}.example.com"}, "http(s) URL"),
+    ({"tenant_url_template": "https://u:p@{slug}.example.com"}, "credentials"),
+])
+def test_every_bad_value_is_a_usage_error(flags: dict[str, Any], needle: str) -> None:
+    with pytest.raises(UsageError) as info:
+        plan(**flags)
+    assert needle in info.value.message
+    assert "\n" not in info.value.message
+
+
+@pytest.mark.parametrize("missing, needle", [
+    ("sha", "--sha"), ("repo", "--repo"), ("gitea_url", "--gitea-url"),
+    ("required_contexts", "required status"),
+])
+def test_required_settings(missing: str, needle: str) -> None:
+    flags = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(UsageError, match=needle):
+        resolve("plan", flags, {})
+
+
+def test_empty_required_contexts_from_env_is_an_error() -> None:
+    flags = {k: v for k, v in BASE.items() if k != "required_contexts"}
+    with pytest.raises(UsageError, match="no required status contexts"):
+        resolve("wait-gates", flags, {"PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": ",\n,"})
+
+
+def test_required_contexts_from_env_split_on_commas_and_newlines() -> None:
+    flags = {k: v for k, v in BASE.items() if k != "required_contexts"}
+    env = {"PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": "CI / a (push), CI / b\nCI / a (push)\n"}
+    s = resolve("wait-gates", flags, env)
+    assert s.required_contexts == ("CI / a (push)", "CI / b")
+
+
+# ---------------------------------------------------------------- the CP URL guard
+
+
+@pytest.mark.parametrize("cp_url", [
+    "https://api.moleculesai.app.evil.example",
+    "https://evil.example/api.moleculesai.app",
+    "http://api.moleculesai.app",
+    "https://api.moleculesai.app:8443",
+    "https://api-moleculesai.app",
+])
+def test_guard_refuses_lookalikes(cp_url: str) -> None:
+    with pytest.raises(UsageError, match="not the production control plane"):
+        plan(cp_url=cp_url)
+    assert plan(cp_url=cp_url, allow_non_prod_cp_url=True).cp_url == cp_url
+
+
+def test_guard_refuses_userinfo_even_when_allowed() -> None:
+    for allow in (False, True):
+        with pytest.raises(UsageError, match="credentials"):
+            plan(cp_url="https://api.moleculesai.app@evil.example", allow_non_prod_cp_url=allow)
+
+
+@pytest.mark.parametrize("cp_url", [
+    "https://api.moleculesai.app/", "HTTPS://API.MoleculesAI.app", "https://api.moleculesai.app:443",
+    "https://api.moleculesai.app.", " https://api.moleculesai.app ",
+])
+def test_guard_accepts_the_same_origin_spelled_differently(cp_url: str) -> None:
+    plan(cp_url=cp_url)
+    assert same_origin(cp_url, PROD)
+
+
+def test_guard_follows_prod_cp_url() -> None:
+    s = plan(cp_url="http://127.0.0.1:8080", prod_cp_url="http://127.0.0.1:8080/")
+    assert s.cp_url == "http://127.0.0.1:8080"
+    assert not same_origin("http://127.0.0.1:8080", "http://127.0.0.1:80")
+
+
+# ---------------------------------------------------------------- precedence and config files
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fleetgate.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    text = "batch_size = 6\nsoak_seconds = 7\non_failure = 'rollback'\n"
+    config, source = load_config(write(tmp_path, text))
+    env = {"PROD_AUTO_DEPLOY_BATCH_SIZE": "4", "PROD_AUTO_DEPLOY_SOAK_SECONDS": "8"}
+    s = resolve("plan", {**BASE, "batch_size": "5"}, env, config, source)
+    assert (s.batch_size, s.soak_seconds, s.on_failure, s.max_stragglers) == (5, 8.0, "rollback", 0)
+    s = resolve("plan", BASE, env, config, source)
+    assert s.batch_size == 4
+    s = resolve("plan", BASE, {}, config, source)
+    assert (s.batch_size, s.soak_seconds) == (6, 7.0)
+    assert resolve("plan", BASE, {}).batch_size == 3
+
+
+def test_an_empty_env_value_does_not_override_the_file(tmp_path: Path) -> None:
+    config, source = load_config(write(tmp_path, "batch_size = 6\n"))
+    assert resolve("plan", BASE, {"PROD_AUTO_DEPLOY_BATCH_SIZE": ""}, config, source).batch_size == 6
+
+
+def test_gitea_url_env_fallback() -> None:
+    flags = {k: v for k, v in BASE.items() if k != "gitea_url"}
+    env = {"GITHUB_SERVER_URL": "https://server.example.com"}
+    assert resolve("plan", flags, env).gitea_url == "https://server.example.com"
+    env["GITEA_URL"] = "https://gitea.example.com/"
+    assert resolve("plan", flags, env).gitea_url == "https://gitea.example.com"
+
+
+def test_kill_switch_env_set_but_empty_is_off_and_unrecognised_is_on() -> None:
+    assert resolve("plan", BASE, {"PROD_AUTO_DEPLOY_DISABLED": ""}).enabled is True
+    assert resolve("plan", BASE, {"PROD_AUTO_DEPLOY_DISABLED": "sometimes"}).enabled is False
+    assert switch_engaged("  DISABLE ") is not None and switch_engaged("Off") is None
+
+
+def test_tokens_come_in_as_secrets() -> None:
+    s = resolve("plan", BASE, {"GITEA_TOKEN": "gitea-tok-123456", "CP_ADMIN_API_TOKEN": "cp-tok-654321"})
+    assert isinstance(s.gitea_token, Secret) and s.gitea_token.reveal() == "gitea-tok-123456"
+    assert "gitea-tok" not in repr(s) and "cp-tok" not in repr(s)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("bach_size = 3\n", "unknown setting 'bach_size'"),
+    ("gitea_token = 'abc'\n", "is a secret"),
+    ("cp_token = 'abc'\n", "is a secret"),
+    ("batch_size = \n", "not valid TOML"),
+])
+def test_bad_config_files(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        load_config(write(tmp_path, text))
+
+
+def test_bad_values_in_the_file_name_the_file_and_key(tmp_path: Path) -> None:
+    config, source = load_config(write(tmp_path, "batch_size = 0\n"))
+    with pytest.raises(UsageError, match=r"fleetgate.toml: batch_size: must be ≥ 1"):
+        resolve("plan", BASE, {}, config, source)
+
+
+def test_a_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_tables_in_the_file_are_not_settings(tmp_path: Path) -> None:
+    config, _ = load_config(write(tmp_path, "batch_size = 2\n[lint]\nignore = ['G1']\n"))
+    assert config == {"batch_size": 2}
+
+
+def test_the_table_is_consistent() -> None:
+    names = [o.name for o in OPTIONS]
+    flags = [o.flag for o in OPTIONS]
+    assert len(set(names)) == len(names) and len(set(flags)) == len(flags)
+    assert all(o.flag == "--" + o.name.replace("_", "-") or o.multiple for o in OPTIONS)
+    assert {o.name for o in options_for("wait-gates")} >= {"sha", "repo", "gitea_url", "required_contexts"}
+    assert all(o.kind is not Kind.SECRET or not o.default for o in OPTIONS)
