@@ -392,7 +392,11 @@ class Rollout:
                 return [slug for slug in batch if readings[slug].verdict != VERIFIED]
 
             for start in range(0, len(slugs), s.batch_size):
-                batch = slugs[start:start + s.batch_size]
+                chunk = slugs[start:start + s.batch_size]
+                batch = await not_on_prior(chunk)  # a tenant that never moved needs no write back
+                restored.extend(slug for slug in chunk if slug not in batch)
+                if not batch:
+                    continue
                 if self.lease is not None:
                     await self.lease.renew()
                 self.ledger.record("rollback", action="wave_start", slugs=batch, tag=tag, sha=prior)
