@@ -255,6 +255,9 @@ def parse(path: str, text: str, loader: Any = None) -> Workflow:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(f"{exc.problem or exc.context or 'invalid YAML'}".split())
+        if exc.context and exc.context_mark is not None and exc.problem_mark is not None:
+            where = exc.context_mark
+            problem = f"{problem} ({exc.context} at {where.line + 1}:{where.column + 1})"
         if mark is None:
             raise ParseError(f"not valid YAML: {problem}") from None
         raise ParseError(f"not valid YAML: {problem}", mark.line + 1, mark.column + 1) from None

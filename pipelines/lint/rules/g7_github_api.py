@@ -8,7 +8,11 @@ from collections.abc import Iterator
 from pipelines.lint.model import Hit, LintContext, Rule, Severity
 from pipelines.lint.workflow import Workflow, get_item
 
-_GITHUB_API_RE = re.compile(r"\bapi\.github\.com\b|\bgithub\.com/(?:[^\s'\"/]+/)*api(?=[/\s'\"]|$)")
+# The whole URL, scheme included when there is one, so the finding points at its start.
+_GITHUB_API_RE = re.compile(
+    r"(?:https?://)?\bapi\.github\.com\b[^\s'\"]*"
+    r"|(?:https?://)?\bgithub\.com/(?:[^\s'\"/]+/)*api(?=[/\s'\"]|$)[^\s'\"]*"
+)
 
 
 def check(wf: Workflow, ctx: LintContext) -> Iterator[Hit]:

@@ -65,11 +65,13 @@ def check(wf: Workflow, ctx: LintContext) -> Iterator[Hit]:
             (_ERROR_FIELD_RE, "prints the CP response's `.error` unredacted"),
             (_JQ_DOT_RE, "prints a whole (CP) response unredacted with `jq .`"),
         ]
+        # Piped or redirected output is not printed: `echo "$RESP" | jq -r .ok` shows a chosen field.
         for var in sorted(variables):
-            patterns.append((re.compile(rf"\b(?:echo|printf)\b[^\n]*\$\{{?{re.escape(var)}\b"),
+            patterns.append((re.compile(rf"\b(?:echo|printf)\b[^\n|>]*\$\{{?{re.escape(var)}\b(?![^\n]*[|>])"),
                              f"echoes ${var}, a raw CP response"))
         for path in sorted(files):
-            patterns.append((re.compile(rf"\b(?:cat|less|more|tee|head|tail)\b[^\n]*?{re.escape(path)}(?![\w.])"),
+            patterns.append((re.compile(rf"\b(?:cat|less|more|tee|head|tail)\b[^\n|>]*?{re.escape(path)}"
+                                        r"(?![\w.])(?![^\n]*[|>])"),
                              f"prints {path}, a raw CP response"))
         if _holds_cp_token(wf, step, text):
             patterns.append((_XTRACE_RE, "turns on xtrace while it holds the CP token"))
@@ -80,8 +82,8 @@ def check(wf: Workflow, ctx: LintContext) -> Iterator[Hit]:
                                      "or print only fields you chose")
         for line, col, _ in wf.find(node, _CP_CALL_RE):
             if not _CAPTURED_RE.search(_command_text(wf, line)):
-                yield Hit(line, col, f"{where}: curl to the CP prints the raw response to the log; capture it "
-                                     "with -o and print only chosen fields, or use fleetgate")
+                yield Hit(line, col, f"{where}: curl to the CP prints the raw response to the log; "
+                                     "capture it with -o and print only chosen fields, or use fleetgate")
 
 
 RULE = Rule(
