@@ -1,0 +1,10 @@
+"""fleetgate: from green main to a verified production fleet, fail-closed — as Dagger functions.
+
+The same verbs as the `fleetgate` CLI (`dagger call deploy-production` = `fleetgate deploy-production`),
+calling the same engine code in `pipelines/`, plus the container work around it: build, publish and
+self-test. Settings arrive as function arguments (named like the CLI flags) or from `fleetgate.toml` in
+the source directory; functions cannot see the caller's environment. Tokens are Dagger secrets
+(`--gitea-token env://GITEA_TOKEN`).
+"""
+
+from ci.main import Fleetgate as Fleetgate
