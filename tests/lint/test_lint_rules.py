@@ -75,7 +75,8 @@ def test_findings_carry_severity_message_and_why() -> None:
 # --- positions inside run: scalars, computed from the style and the original text --------------
 
 SCRIPT_CASES = {
-    "literal": ("      - run: |\n          echo one\n          echo ${{ github.event.issue.title }}\n", (10, 16)),
+    "literal": ("      - run: |\n          echo one\n"
+                "          echo ${{ github.event.issue.title }}\n", (10, 16)),
     "literal-indent-indicator": ("      - run: |2-  # a comment after the header\n            x\n"
                                  "            y ${{ github.event.issue.body }}\n", (10, 15)),
     "folded": ("      - run: >\n          echo\n\n          ${{ github.event.issue.title }}\n", (11, 11)),
@@ -145,7 +146,8 @@ def test_on_and_quoted_on_are_duplicate_keys(tmp_path: Path) -> None:
                "environment", "runs-on"}),
     ((1, 22), {"run-name", "concurrency", "permissions", "timeout-minutes", "continue-on-error",
                "environment", "runs-on"}),
-    ((1, 23), {"concurrency", "permissions", "timeout-minutes", "continue-on-error", "environment", "runs-on"}),
+    ((1, 23), {"concurrency", "permissions", "timeout-minutes", "continue-on-error", "environment",
+               "runs-on"}),
     ((1, 26), {"timeout-minutes", "continue-on-error", "environment", "runs-on"}),
     ((1, 30), {"environment", "runs-on"}),
 ])
@@ -196,7 +198,8 @@ def test_configured_production_patterns_replace_the_defaults(tmp_path: Path) -> 
 
 
 def test_p1_ignores_cancel_in_progress_true(tmp_path: Path) -> None:
-    text = ("on: push\nenv: {PROD_AUTO_DEPLOY_DISABLED: x}\nconcurrency:\n  group: p\n  cancel-in-progress: true\n"
+    text = ("on: push\nenv: {PROD_AUTO_DEPLOY_DISABLED: x}\n"
+            "concurrency:\n  group: p\n  cancel-in-progress: true\n"
             + PROD_BODY.format(cmd="fleetgate deploy-production"))
     assert {f.rule for f in lint_text(tmp_path, text).findings} == {"G8"}
 
@@ -238,4 +241,5 @@ def test_unparseable_files_are_a_fatal_finding_with_a_position(tmp_path: Path, d
     path = tmp_path / "bad.yml"
     path.write_bytes(data)
     report = lint_files([path])
-    assert [(f.rule, f.severity.value, f.line, f.column) for f in report.findings] == [("L1", "error", *where)]
+    got = [(f.rule, f.severity.value, f.line, f.column) for f in report.findings]
+    assert got == [("L1", "error", *where)]
