@@ -45,7 +45,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
 
-    def __reduce__(self) -> object:  # never pickled with its value
+    def __reduce__(self) -> str | tuple[object, ...]:  # never pickled with its value
         raise TypeError("a Secret cannot be pickled")
 
 

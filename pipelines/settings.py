@@ -53,6 +53,7 @@ class Group(Enum):
     KILL_SWITCH = "kill switch"
     CP = "control plane"
     ROLLOUT = "rollout"
+    TAG = "tag"
     TENANTS = "tenants"
     LEASE = "lease"
     LEDGER = "ledger"
@@ -121,6 +122,7 @@ C, G, GT, K, CP, R, T, L, LD, RG = (
     Group.COMMIT, Group.GITEA, Group.GATES, Group.KILL_SWITCH, Group.CP, Group.ROLLOUT,
     Group.TENANTS, Group.LEASE, Group.LEDGER, Group.REGISTRY,
 )
+TG = Group.TAG
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,9 +173,10 @@ class Settings:
                                   "CP; doubles for each of the three retries (5, 10, 20 s).")
     # -- rollout
     target_tag: str = opt("--target-tag", "PROD_AUTO_DEPLOY_TARGET_TAG", default=REQUIRED, kind=Kind.STR,
-                          group=R, shown_default="--tag-template applied to --sha", doc="Image tag the CP deploys (default: --tag-template applied to --sha).")
+                          group=TG, shown_default="--tag-template applied to --sha",
+                          doc="Image tag the CP deploys (default: --tag-template applied to --sha).")
     tag_template: str = opt("--tag-template", "PROD_TAG_TEMPLATE", default="staging-{short_sha}",
-                            kind=Kind.TEMPLATE, group=R,
+                            kind=Kind.TEMPLATE, group=TG,
                             doc="How a SHA maps to a tag ({sha}, {short_sha}); used for rollback.")
     canary: str = opt("--canary", "PROD_AUTO_DEPLOY_CANARY_SLUG", default=REQUIRED, kind=Kind.CANARY, group=R,
                       shown_default="first tenant of the CP listing", doc="Canary tenant slug (default: first tenant of the CP listing); `none` disables "
@@ -247,7 +250,7 @@ def _rows() -> tuple[Option, ...]:
 OPTIONS: tuple[Option, ...] = _rows()
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
-ALL_DEPLOY = (C, G, GT, K, CP, R, T, L, LD)
+ALL_DEPLOY = (C, G, GT, K, CP, R, TG, T, L, LD)
 VERB_GROUPS: dict[str, tuple[Group, ...]] = {
     "plan": ALL_DEPLOY,
     "wait-gates": (C, G, GT),
@@ -255,8 +258,8 @@ VERB_GROUPS: dict[str, tuple[Group, ...]] = {
     "rollout": ALL_DEPLOY,
     "verify": (C, CP, T),
     "deploy-production": ALL_DEPLOY,
-    "redeploy": (C, G, CP, R, T, L, LD),
-    "promote": (C, CP, T, LD, RG),
+    "redeploy": (C, G, CP, R, TG, T, L, LD),
+    "promote": (C, CP, TG, T, LD, RG),
 }
 
 
@@ -434,7 +437,7 @@ def _check_required(verb: str, s: Settings) -> Settings:
     if Group.GATES in groups and not s.required_contexts:
         raise UsageError("no required status contexts: set --required-context or PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS "
                          "(an empty list would let any commit through)")
-    if Group.ROLLOUT in groups or Group.REGISTRY in groups:
+    if Group.TAG in groups:
         try:
             s.tag_for("0" * 40)
         except (KeyError, IndexError, ValueError):
