@@ -38,7 +38,7 @@ class Kind(Enum):
     BOOL = "boolean"
     LIST = "list"
     CHOICE = "choice"
-    SECRET = "secret"
+    SECRET = "secret"  # noqa: S105 - a kind name, not a password
     SWITCH = "kill switch"
     CANARY = "slug or none"
     TEMPLATE = "template"
@@ -135,7 +135,8 @@ class Settings:
     gitea_url: str = opt("--gitea-url", "GITEA_URL", "GITHUB_SERVER_URL", default=REQUIRED, kind=Kind.URL,
                          group=G, doc="Gitea base URL (no /api/v1).")
     gitea_token: Secret | None = opt("--gitea-token", "GITEA_TOKEN", default=REQUIRED, kind=Kind.SECRET, group=G,
-                                     shown_default="required for gates, kill switch, lease", doc="Gitea token; sent only to the Gitea origin.")
+                                     shown_default="required for gates, kill switch, lease",
+                                     doc="Gitea token; sent only to the Gitea origin.")
     # -- gates
     branch: str = opt("--branch", "GITHUB_REF_NAME", default="main", kind=Kind.STR, group=GT,
                       doc="Branch whose head decides the stand-down rule.")
@@ -162,7 +163,8 @@ class Settings:
                                       kind=Kind.BOOL, group=CP,
                                       doc="Required when --cp-url differs from --prod-cp-url.")
     cp_token: Secret | None = opt("--cp-token", "CP_ADMIN_API_TOKEN", default=REQUIRED, kind=Kind.SECRET,
-                                  group=CP, shown_default="required for CP calls", doc="Control-plane admin token; sent only to the CP origin.")
+                                  group=CP, shown_default="required for CP calls",
+                                  doc="Control-plane admin token; sent only to the CP origin.")
     cp_timeout: float = opt("--cp-timeout", "PROD_AUTO_DEPLOY_ROLLOUT_HTTP_TIMEOUT_SECONDS", default=600.0,
                             kind=Kind.SECONDS, group=CP, minimum=120,
                             doc="Read timeout of a wave's CP call (the CP answers when the wave's slowest "
@@ -179,7 +181,8 @@ class Settings:
                             kind=Kind.TEMPLATE, group=TG,
                             doc="How a SHA maps to a tag ({sha}, {short_sha}); used for rollback.")
     canary: str = opt("--canary", "PROD_AUTO_DEPLOY_CANARY_SLUG", default=REQUIRED, kind=Kind.CANARY, group=R,
-                      shown_default="first tenant of the CP listing", doc="Canary tenant slug (default: first tenant of the CP listing); `none` disables "
+                      shown_default="first tenant of the CP listing",
+                      doc="Canary tenant slug (default: first tenant of the CP listing); `none` disables "
                       "the canary wave.")
     batch_size: int = opt("--batch-size", "PROD_AUTO_DEPLOY_BATCH_SIZE", default=3, kind=Kind.INT, group=R,
                           minimum=1, doc="Tenants per wave after the canary.")
