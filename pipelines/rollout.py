@@ -323,7 +323,7 @@ class Rollout:
             why = ("canary did not verify (the canary must, whatever --max-stragglers)" if wave.canary else
                    f"{len(unverified)} unverified tenant(s), {max(budget_left, 0)} straggler(s) left in the "
                    "budget")
-            named = ", ".join(f"{slug} ({readings[slug].verdict}: {readings[slug].seen or '-'})"
+            named = ", ".join(f"{slug} ({readings[slug].verdict}: {(readings[slug].seen or '-')[:12]})"
                               for slug in unverified)
             self.ledger.record("wave_failed", wave=wave.index, label=wave.label, reason=why,
                                stragglers=unverified, tenants=tenants)
