@@ -97,11 +97,11 @@ async def test_redeploy_goes_back_while_frozen_and_superseded(tmp_path: Path) ->
         run = await do("redeploy", sb, tmp_path, sha=C1, target_tag=TAG_C1)
         assert run.exit_code == 0, run.stderr
         assert sb.state.tenant_shas() == dict.fromkeys(ALL, C1)
-        assert [c["only_slugs"] for c in wave_calls(sb)][0] == ["alpha"]  # still canaried
+        assert wave_calls(sb)[0]["only_slugs"] == ["alpha"]  # still canaried
         assert all(c["target_tag"] == TAG_C1 for c in wave_calls(sb))
         assert sb.state.requests_to("gitea", contains="PROD_AUTO_DEPLOY_DISABLED") == []
         assert sb.state.branches["main"] == C3 and run.events("superseded") == []
-        assert [e["action"] for e in run.events("lease")][0] == "taken"
+        assert run.events("lease")[0]["action"] == "taken"
         assert sb.state.get_variable(LEASE_VARIABLE) is None
 
 
