@@ -6,6 +6,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio
 import uvicorn
@@ -83,3 +84,32 @@ def connection_recorder() -> Iterator[ConnectionRecorder]:
     finally:
         rec.settle()
         rec.sock.close()
+
+
+OUR_ENV_PREFIXES = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_", "REGISTRY_")
+
+
+def run_main(monkeypatch: Any, capsys: Any, *args: str,
+             env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`fleetgate ARGS` in this process through `pipelines.cli.main`: (exit code, stdout, stderr).
+
+    The environment is cleared of every variable fleetgate reads, then `env` is applied.
+    """
+    import os
+    import sys
+
+    import pytest
+
+    from pipelines.cli import main
+
+    for name in list(os.environ):
+        if name.startswith(OUR_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["fleetgate", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    captured = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), captured.out, captured.err

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loopback import ConnectionRecorder, connection_recorder
-
-from pipelines.cli import main
+from loopback import ConnectionRecorder, connection_recorder, run_main
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 TOKEN = "tok-cli-secret-123456"
 CP_FLAGS = ("--cp-url", "--prod-cp-url")  # dropped: the guard then compares with the production default
-OURS = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_", "REGISTRY_")
 
 
 @pytest.fixture
@@ -26,23 +21,13 @@ def rec() -> Iterator[ConnectionRecorder]:
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(OURS):
-            monkeypatch.delenv(name)
+def in_empty_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray fleetgate.toml
 
 
 def fleetgate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str,
               env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    for name, value in (env or {}).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(sys, "argv", ["fleetgate", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    captured = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 1), captured.out, captured.err
+    return run_main(monkeypatch, capsys, *args, env=env)
 
 
 def plan_args(rec: ConnectionRecorder, *, drop: tuple[str, ...] = ()) -> list[str]:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
+from loopback import run_main
 
 from pipelines.errors import Failed, UsageError
 from pipelines.gates import gitea_for_gates, judge, run, wait_gates
@@ -170,22 +168,17 @@ def test_judge_never_reads_the_combined_state() -> None:
 # ---------------------------------------------------------------- through the real CLI
 
 
-def fleetgate(*args: str) -> subprocess.CompletedProcess[str]:
-    ours = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
-                          timeout=60, env=env, check=False)
-
-
 @pytest.mark.parametrize("scenario, code, needle", [
     ("happy", 0, "all 3 required context(s) are success"),
     ("sentinel-green-concrete-red", 1, "'CI / test (push)' failed: failure"),
     ("gate-missing", 1, "still waiting for: CI / all-required (push) (absent)"),
 ])
-def test_cli_wait_gates_in_the_sandbox(scenario: str, code: int, needle: str) -> None:
-    proc = fleetgate("wait-gates", "--sandbox", "--scenario", scenario, "--gate-timeout", "0.5", "--json")
-    assert proc.returncode == code, proc.stderr
-    assert needle in proc.stderr
-    result = json.loads(proc.stdout)
+def test_cli_wait_gates_in_the_sandbox(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                       scenario: str, code: int, needle: str) -> None:
+    exit_code, stdout, stderr = run_main(monkeypatch, capsys, "wait-gates", "--sandbox", "--scenario", scenario,
+                                         "--gate-timeout", "0.5", "--json")
+    assert exit_code == code, stderr
+    assert needle in stderr
+    result = json.loads(stdout)
     assert result["contexts"][SENTINEL] == ("absent" if scenario == "gate-missing" else "success")
-    assert "sandbox-gitea-token" not in proc.stdout + proc.stderr
+    assert "sandbox-gitea-token" not in stdout + stderr

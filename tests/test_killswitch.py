@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+from loopback import run_main
 
 from pipelines.errors import Disabled, ExitCode, Failed
 from pipelines.gitea import GiteaClient
@@ -120,22 +118,17 @@ async def test_missing_token_fails_closed_without_contacting_gitea() -> None:
 # ---------------------------------------------------------------- through the real CLI
 
 
-def fleetgate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    ours = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
-                          timeout=60, env={**base, **env}, check=False)
-
-
 @pytest.mark.parametrize("scenario, env, code", [
     ("happy", {}, 0),
     ("kill-switch-engaged", {}, 3),
     ("gitea-unauthorized", {}, 1),
     ("happy", {"PROD_AUTO_DEPLOY_DISABLED": "perhaps"}, 3),
 ])
-def test_cli_assert_enabled(scenario: str, env: dict[str, str], code: int) -> None:
-    proc = fleetgate("assert-enabled", "--sandbox", "--scenario", scenario, **env)
-    assert proc.returncode == code, proc.stderr
-    assert proc.stdout == ""  # no --json: nothing on stdout
-    errors = [line for line in proc.stderr.splitlines() if "fleetgate assert-enabled:" in line]
+def test_cli_assert_enabled(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], scenario: str,
+                            env: dict[str, str], code: int) -> None:
+    exit_code, stdout, stderr = run_main(monkeypatch, capsys, "assert-enabled", "--sandbox", "--scenario", scenario,
+                                         env=env)
+    assert exit_code == code, stderr
+    assert stdout == ""  # no --json: nothing on stdout
+    errors = [line for line in stderr.splitlines() if "fleetgate assert-enabled:" in line]
     assert len(errors) == (0 if code == 0 else 1)

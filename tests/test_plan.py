@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import pytest
+from loopback import OUR_ENV_PREFIXES, run_main
 
 from pipelines.errors import ExitCode, Failed
 from pipelines.output import Output
@@ -111,8 +112,7 @@ async def test_without_a_gitea_token_the_plan_says_missing_and_reads_nothing() -
 
 
 def fleetgate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    ours = ("GITHUB_", "GITEA_", "PROD_", "CP_", "CI_", "FLEETGATE_")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(OUR_ENV_PREFIXES)}
     return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
                           timeout=60, env={**base, **env}, check=False)
 
@@ -131,16 +131,21 @@ def test_cli_plan_sandbox_prints_the_plan_once_without_tokens(json_flag: tuple[s
 
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])
-def test_cli_disabled_plan_prints_once_and_exits_3(json_flag: tuple[str, ...]) -> None:
-    proc = fleetgate("plan", "--sandbox", "--scenario", "kill-switch-engaged", *json_flag)
-    assert proc.returncode == 3, proc.stderr
-    lines = proc.stdout.splitlines()
+def test_cli_disabled_plan_prints_once_and_exits_3(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   json_flag: tuple[str, ...]) -> None:
+    code, stdout, stderr = run_main(monkeypatch, capsys, "plan", "--sandbox", "--scenario", "kill-switch-engaged",
+                                    *json_flag)
+    assert code == 3, stderr
+    lines = stdout.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["enabled"] is False
 
 
-def test_cli_plan_flags_beat_the_sandbox_overlay() -> None:
-    proc = fleetgate("plan", "--sandbox", "--batch-size", "5", "--canary", "none", "--no-lease", "--dry-run")
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+def test_cli_plan_flags_beat_the_sandbox_overlay(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, stderr = run_main(monkeypatch, capsys, "plan", "--sandbox", "--batch-size", "5", "--canary",
+                                    "none", "--no-lease", "--dry-run")
+    assert code == 0, stderr
+    plan = json.loads(stdout)
     assert (plan["batch_size"], plan["canary"], plan["lease"], plan["dry_run"]) == (5, "none", False, True)
