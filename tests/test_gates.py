@@ -168,17 +168,33 @@ def test_judge_never_reads_the_combined_state() -> None:
 # ---------------------------------------------------------------- through the real CLI
 
 
+GREEN = "all 3 required context(s) are success"
+
+
 @pytest.mark.parametrize("scenario, code, needle", [
-    ("happy", 0, "all 3 required context(s) are success"),
+    ("happy", 0, GREEN),
+    ("gates-pending", 0, GREEN),
+    ("many-contexts", 0, GREEN),
+    ("gitea-5xx", 0, GREEN),
+    ("gate-failure", 1, "'CI / test (push)' failed: failure"),
+    ("gate-error", 1, "'CI / test (push)' failed: error"),
+    ("gate-warning", 1, "'CI / test (push)' failed: warning"),
+    ("gate-skipped", 1, "'CI / test (push)' failed: skipped"),
+    ("gate-cancelled", 1, "'CI / test (push)' failed: cancelled"),
     ("sentinel-green-concrete-red", 1, "'CI / test (push)' failed: failure"),
     ("gate-missing", 1, "still waiting for: CI / all-required (push) (absent)"),
+    ("gitea-unauthorized", 1, "HTTP 401"),
 ])
 def test_cli_wait_gates_in_the_sandbox(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                        scenario: str, code: int, needle: str) -> None:
+    short = ("--gate-timeout", "0.5") if scenario == "gate-missing" else ()  # else the sandbox's 10 s
     exit_code, stdout, stderr = run_main(monkeypatch, capsys, "wait-gates", "--sandbox", "--scenario", scenario,
-                                         "--gate-timeout", "0.5", "--json")
+                                         *short, "--json")
     assert exit_code == code, stderr
     assert needle in stderr
-    result = json.loads(stdout)
-    assert result["contexts"][SENTINEL] == ("absent" if scenario == "gate-missing" else "success")
+    result = json.loads(stdout)  # one JSON object either way: the result, or the error
+    if code == 0:
+        assert result["contexts"] == dict.fromkeys(REQUIRED_CONTEXTS, "success")
+    else:
+        assert result["ok"] is False and result["exit_code"] == 1 and needle in result["error"]
     assert "sandbox-gitea-token" not in stdout + stderr
