@@ -14,7 +14,6 @@ from `*_PROXY` that could re-route the token through another host).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,7 +34,6 @@ ERROR_TEXT_LIMIT = 200
 SHORT_TIMEOUT = 10.0
 # A CP answer bigger than this is not an answer we can trust to parse; tenants × rows stays far below.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ _RETRIED_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProto
 def clean_text(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
     """Untrusted text made safe for any output: escape sequences dropped, then `redact` (secrets,
     credentials in URLs, control characters), one line, truncated."""
-    return redact(_ANSI_ESCAPE.sub("", text), limit=limit)
+    return redact(text, limit=limit)
 
 
 def escaped_slug(value: object) -> str:

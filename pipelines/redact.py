@@ -15,6 +15,8 @@ _CREDENTIAL_PATTERNS = (
     re.compile(r"(?i)\b((?:access_)?token|password|passwd|secret|api[_-]?key)=([^&\s\"']+)"),
     re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16})\b"),
 )
+# Whole terminal escape sequences (CSI, OSC, two-byte) go first, so no `[31m` fragment survives.
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b\u0080-\u009f\u2028\u2029]")
 
 
@@ -51,7 +53,7 @@ class Secret:
 
 def redact(text: str, limit: int = 300) -> str:
     """`text` with known secrets, credentials and control characters removed, on one line, truncated."""
-    out = text
+    out = _ANSI_ESCAPE.sub("", text)
     for value in sorted(_KNOWN, key=len, reverse=True):
         out = out.replace(value, "***")
     out = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m.group(1)} ***", out)
