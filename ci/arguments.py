@@ -133,10 +133,15 @@ def settings_flags(options: Sequence[Option], values: dict[str, Any]) -> dict[st
         value = values.get(arg_name(o))
         if value is None or o.kind is Kind.SECRET:
             continue
+        # Arguments stand in for the environment here, and an empty environment variable is "not set":
+        # a workflow passing `--image "$UNSET_VAR"` falls through to fleetgate.toml, as the CLI's env would.
+        # The kill switch is the exception, as in the CLI: present and empty means off.
         if o.kind is Kind.LIST:
-            value = tuple(value)
+            value = tuple(v for v in value if v.strip())
             if not value:
                 continue
+        elif isinstance(value, str) and not value.strip() and o.kind is not Kind.SWITCH:
+            continue
         flags[o.name] = value
     return flags
 
