@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import Node
 
 from pipelines.lint.model import Hit, LintContext, Rule, Severity
 from pipelines.lint.workflow import Workflow, at, key_text
 
 
 def check(wf: Workflow, ctx: LintContext) -> Iterator[Hit]:
-    for node in wf.nodes:
-        if not isinstance(node, MappingNode):
-            continue
+    for node in wf.mappings:
         seen: dict[str, Node] = {}
         for key, _ in node.value:
             text = key_text(key)
