@@ -136,8 +136,11 @@ class GiteaClient:
                 if exc.retry_after is None:
                     return True
                 remaining = self.retry_deadline - (time.monotonic() - started)
-                # A Retry-After beyond the deadline cannot be honoured: give up now, closed.
-                return exc.retry_after if exc.retry_after <= remaining else False
+                # A Retry-After beyond the deadline cannot be honoured: give up now, closed. A zero
+                # one still gets our first backoff, so a confused server is not hammered.
+                if exc.retry_after > remaining:
+                    return False
+                return max(exc.retry_after, self.retry_wait_initial)
             return isinstance(exc, httpx.TransportError)
 
         url = f"{self._repo_path}{path}"
