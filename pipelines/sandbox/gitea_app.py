@@ -40,7 +40,8 @@ def _user(world: World) -> dict[str, Any]:
 
 def _status_json(world: World, s: Status) -> dict[str, Any]:
     return {
-        "id": s.id, "status": s.state, "target_url": s.target_url, "description": s.description,
+        "id": s.id, "status": s.state, "description": s.description,
+        "target_url": s.target_url or f"{world.gitea_url}/{world.repo}/actions/runs/{s.id}",
         "url": f"{world.gitea_url}/api/v1/repos/{world.repo}/statuses/{s.sha}", "context": s.context,
         "creator": _user(world), "created_at": rfc3339(s.created_at), "updated_at": rfc3339(s.created_at),
     }

@@ -256,7 +256,7 @@ _ALL: list[Scenario] = [
     Scenario("gitea-unauthorized", "Gitea does not know the token: 401 on every request",
              _gitea_unauthorized),
     Scenario("kill-switch-engaged", "Actions variable PROD_AUTO_DEPLOY_DISABLED=true", _kill_switch_engaged),
-    Scenario("kill-switch-unreadable", "reading PROD_AUTO_DEPLOY_DISABLED answers 500, always",
+    Scenario("kill-switch-unreadable", "reading PROD_AUTO_DEPLOY_DISABLED answers 500, always (retried, then exit 1)",
              _kill_switch_unreadable),
     Scenario("kill-switch-flips", "the CP engages the kill switch when its 2nd wave write arrives",
              _kill_switch_flips),

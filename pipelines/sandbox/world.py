@@ -271,8 +271,7 @@ class World:
             return
         status = Status(id=self._next_status_id, sha=sha, context=context, state=state,
                         description=description or f"{context}: {state}",
-                        target_url=target_url or f"{self.gitea_url or 'http://gitea.invalid'}/{self.repo}/actions/"
-                        f"runs/{self._next_status_id}",
+                        target_url=target_url,  # "" → the run page on this sandbox's Gitea, once it has a port
                         created_at=EPOCH + timedelta(seconds=self._next_status_id))
         self._next_status_id += 1
         self.statuses.setdefault(sha, {})[context] = status
