@@ -139,6 +139,18 @@ def test_cli_refuses_bad_input_before_serving(capsys: pytest.CaptureFixture[str]
     assert "unknown scenario" in capsys.readouterr().err
 
 
+def test_cli_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert sandbox_main("happy", port=port) == 1  # Gitea's port is taken
+        assert sandbox_main("happy", port=port - 1) == 1  # the CP's (N+1) is taken
+    assert "cannot listen" in capsys.readouterr().err
+
+
 def test_cli_serves_until_interrupted_and_prints_the_env() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines", "sandbox", "--scenario", "stuck-canary",
@@ -339,13 +351,13 @@ async def test_dry_run_lists_every_tenant_and_writes_nothing() -> None:
 @pytest.mark.anyio
 async def test_wave_answers_when_its_slowest_tenant_is_done() -> None:
     async with serve("happy") as sb, cp(sb) as client:
-        for slug, latency in (("alpha", 0.1), ("bravo", 0.4), ("charlie", 0.2)):
+        for slug, latency in (("alpha", 0.3), ("bravo", 0.5), ("charlie", 0.4)):
             sb.state.tenants[slug].latency = latency
         answer = (await client.post(REDEPLOY, json=wave(sb, ["alpha", "bravo", "charlie"]))).json()
     call = sb.state.cp_calls[-1]
     assert call.end is not None
     took = call.end - call.start
-    assert 0.4 <= took < 0.7  # concurrent: the slowest, not the sum (0.7)
+    assert 0.5 <= took < 1.0  # concurrent: the slowest (0.5), not the sum (1.2)
     assert answer["ok"] is True
     assert [r["slug"] for r in answer["results"]] == ["alpha", "bravo", "charlie"]
     for row in answer["results"]:

@@ -17,13 +17,17 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
 
 from pipelines.redact import Secret
+from pipelines.sandbox import cp_app, gitea_app, tenants_app
 from pipelines.sandbox.world import RequestRecord, World
+
+if TYPE_CHECKING:
+    from pipelines.sandbox.scenarios import Scenario
 
 GRACE_SECONDS = 1.0  # in-flight requests get this long to finish at shutdown, then are cancelled
 
@@ -121,10 +125,12 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serve(scenario: Any = "happy", *, tenants: int | None = None,
+async def serve(scenario: str | Scenario = "happy", *, tenants: int | None = None,
                 ports: tuple[int, int, int] = (0, 0, 0)) -> AsyncIterator[Sandbox]:
-    """Serve a fresh world shaped by `scenario` (a name or a Scenario) on three loopback ports."""
-    from pipelines.sandbox import cp_app, gitea_app, tenants_app
+    """Serve a fresh world shaped by `scenario` (a name or a Scenario) on three loopback ports.
+
+    `ports` (Gitea, CP, tenants): 0 picks a free port. An unknown scenario name raises KeyError.
+    """
     from pipelines.sandbox.scenarios import TIMINGS, build_world
 
     world = build_world(scenario, tenants=tenants)
