@@ -181,6 +181,11 @@ class Rollout:
         if s.lease and not s.dry_run:
             self.lease = Lease(self.gitea, run_id=self.run_id, sha=s.sha, ttl=s.lease_ttl, wait=s.lease_wait,
                                poll_interval=s.poll_interval, out=self.out, ledger=self.ledger)
+            wave_budget = s.cp_timeout + s.verify_timeout + s.soak_seconds
+            if s.lease_ttl < wave_budget:
+                self.out.warn(f"--lease-ttl {s.lease_ttl:g}s is shorter than one wave may take "
+                              f"(--cp-timeout + --verify-timeout + --soak-seconds = {wave_budget:g}s): another "
+                              "run could break the lease mid-wave; this run would then stop at its next renewal")
             await self.lease.acquire(break_held=self.break_lease)
             self.lease_state = "taken"
         elif not s.lease:

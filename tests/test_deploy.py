@@ -158,22 +158,18 @@ async def test_redeploy_break_lease_takes_over_with_a_record(tmp_path: Path) -> 
 # ---------------------------------------------------------------------------------------- the real CLI
 
 
+# One case per exit code, each a real `python -m pipelines` process (main(), sys.exit and all).
 CLI_CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("deploy", ["deploy-production", "--sandbox"], 0,
      ["canary: start — alpha", "canary: CP call ok", "canary: verified", "soak: 0.5s after canary",
       "wave 1: start — bravo, charlie, delta", "wave 2: start", "final verify: 7/7"]),
-    ("gate", ["deploy-production", "--sandbox", "--scenario", "gate-failure"], 1, ["CI / test (push)"]),
-    ("disabled-env", ["deploy-production", "--sandbox", "--disabled", "true"], 3, ["kill switch engaged"]),
-    ("disabled-live", ["deploy-production", "--sandbox", "--scenario", "kill-switch-engaged"], 3,
-     ["PROD_AUTO_DEPLOY_DISABLED"]),
     ("stuck", ["rollout", "--sandbox", "--scenario", "stuck-tenant", "--soak-seconds", "0", "--verify-timeout",
                "0.3", "--json"], 1, ["delta (stale"]),
+    ("usage", ["rollout", "--sandbox", "--batch-size", "0"], 2, ["--batch-size"]),
+    ("disabled", ["deploy-production", "--sandbox", "--disabled", "true"], 3, ["kill switch engaged"]),
     ("flips", ["rollout", "--sandbox", "--scenario", "kill-switch-flips", "--soak-seconds", "0"], 4,
      ["the fleet is mixed"]),
     ("superseded", ["rollout", "--sandbox", "--scenario", "newer-head-green"], 5, ["stood down"]),
-    ("usage", ["rollout", "--sandbox", "--batch-size", "0"], 2, ["--batch-size"]),
-    ("redeploy", ["redeploy", "--sandbox", "--scenario", "partially-deployed", "--sha", C1, "--soak-seconds",
-                  "0"], 0, ["from --tag-template", "redeploy: done"]),
 ]
 
 
