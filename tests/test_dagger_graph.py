@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -227,3 +228,20 @@ def test_lint_workflows_runs_the_cli_linter_on_the_source(executed: list[Context
         ["pip", "install", "."],
         ["fleetgate", "lint-workflows", ".gitea/workflows", "--format", "json", "--gitea-version", "1.22"],
     ]
+
+
+def test_run_self_test_runs_every_command_and_returns_the_first_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from pipelines.selftest import commands, run_self_test
+
+    failing = [sys.executable, "-c", "raise SystemExit(3)"]
+    marker = [sys.executable, "-c", "open('second-ran', 'w').close()"]
+    assert run_self_test(tmp_path, run=[failing, marker]) == 3
+    assert (tmp_path / "second-ran").exists()  # a failing test run does not hide the lint result
+    assert "exited 3" in capsys.readouterr().err
+    assert run_self_test(tmp_path, run=[marker]) == 0
+    assert run_self_test(tmp_path / "missing") == 2
+    assert [c[1:] for c in commands()] == [list(TEST_COMMAND), list(LINT_COMMAND)]
