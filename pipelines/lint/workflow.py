@@ -239,13 +239,13 @@ class Workflow:
         while stack:
             node = stack.pop()
             if node.__class__ is ScalarNode:
-                scalars.append(node)  # type: ignore[arg-type]
+                scalars.append(node)
                 continue
             if id(node) in seen:
                 continue
             seen.add(id(node))
             if node.__class__ is MappingNode:
-                mappings.append(node)  # type: ignore[arg-type]
+                mappings.append(node)
                 for pair in node.value:
                     stack.extend(pair)
             else:
@@ -290,10 +290,39 @@ def _untagged(loader: Any) -> Any:
     return _UNTAGGED[loader]
 
 
+MAX_DEPTH = 1000  # real workflows nest about ten levels deep
+_NESTING_CHARS = "[{-:?"
+_SUSPICIOUS_NESTING = 4000
+
+
+def _too_deep(text: str, loader: Any) -> Any:
+    """The mark where nesting passes MAX_DEPTH, or None.
+
+    libyaml's composer recurses in C: a hostile file nested some 20,000 levels deep crashes the
+    process instead of raising. Every level needs one of `[{-:?`, so a file with few of them
+    cannot be that deep; only a file with many is walked event by event (no recursion there).
+    """
+    if sum(text.count(c) for c in _NESTING_CHARS) < _SUSPICIOUS_NESTING:
+        return None
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 def parse(path: str, text: str, loader: Any = None) -> Workflow:
     """Compose one workflow file; `ParseError` (with its position) when it is not one."""
+    loader = _untagged(loader or DEFAULT_LOADER)
     try:
-        root = yaml.compose(text, Loader=_untagged(loader or DEFAULT_LOADER))
+        deep = _too_deep(text, loader)
+        if deep is not None:
+            raise ParseError(f"nested more than {MAX_DEPTH} levels deep", deep.line + 1, deep.column + 1)
+        root = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(f"{exc.problem or exc.context or 'invalid YAML'}".split())
@@ -306,6 +335,8 @@ def parse(path: str, text: str, loader: Any = None) -> Workflow:
     except yaml.YAMLError as exc:
         # ReaderError (a control character, invalid encoding) carries no mark.
         raise ParseError(f"not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    except RecursionError:  # the pure-Python composer recurses too
+        raise ParseError(f"nested too deep to read (more than {MAX_DEPTH} levels)") from None
     if root is None:
         raise ParseError("empty file: a workflow is a mapping with `on` and `jobs`")
     if not isinstance(root, MappingNode):

@@ -243,3 +243,13 @@ def test_unparseable_files_are_a_fatal_finding_with_a_position(tmp_path: Path, d
     report = lint_files([path])
     got = [(f.rule, f.severity.value, f.line, f.column) for f in report.findings]
     assert got == [("L1", "error", *where)]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_hostile_nesting_is_a_finding_not_a_crash(tmp_path: Path, loader: object) -> None:
+    # libyaml's composer recurses in C and would take the process down at ~20,000 levels.
+    text = "on: push\njobs: " + "[" * 30000 + "]" * 30000 + "\n"
+    report = lint_text(tmp_path, text, loader=loader)
+    # the top-level mapping is level 1, so level 1001 is the 1000th `[`, at column 7 + 999
+    assert [(f.rule, f.line, f.column) for f in report.findings] == [("L1", 2, 1006)]
+    assert "1000 levels" in report.findings[0].message
