@@ -172,3 +172,7 @@ def main() -> None:
 
 
 __all__ = ["VERBS", "UsageError", "cli", "main", "run_verb"]
+
+
+if __name__ == "__main__":
+    main()

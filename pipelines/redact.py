@@ -10,7 +10,8 @@ import re
 
 _KNOWN: set[str] = set()
 _CREDENTIAL_PATTERNS = (
-    re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{6,}"),  # auth header values
+    # auth header values: a word after "token"/"bearer" counts only if it has a digit (so prose survives)
+    re.compile(r"(?i)\b(bearer|token|basic)\s+(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{6,}"),
     re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/\s:@]*(:[^/\s@]*)?@"),  # user:pass@ in URLs
     re.compile(r"(?i)\b((?:access_)?token|password|passwd|secret|api[_-]?key)=([^&\s\"']+)"),
     re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16})\b"),

@@ -42,3 +42,7 @@ def test_escape_sequences_and_control_characters_leave_whole_and_output_is_one_l
 def test_long_text_is_truncated() -> None:
     out = redact("x" * 1000, limit=50)
     assert len(out) == 50 and out.endswith("…")
+
+
+def test_prose_after_the_word_token_survives() -> None:
+    assert redact("the Gitea token cannot write Actions variables") == "the Gitea token cannot write Actions variables"

@@ -47,6 +47,8 @@ class Sandbox:
     @property
     def overlay(self) -> dict[str, Any]:
         """Settings overlay pointing fleetgate at this sandbox (flags still win over it)."""
+        from pipelines.sandbox.scenarios import SANDBOX_LEDGER
+
         w = self.state
         return {
             "gitea_url": self.gitea_url,
@@ -59,6 +61,7 @@ class Sandbox:
             "prod_cp_url": self.cp_url,  # the sandbox is "production" here, so the URL guard stays live
             "cp_token": Secret(w.cp_token),
             "tenant_url_template": self.tenant_url_template,
+            "ledger": SANDBOX_LEDGER,  # rehearsals keep their own ledger: `promote` trusts the real one
             **self.timings,
         }
 

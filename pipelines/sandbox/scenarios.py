@@ -29,6 +29,9 @@ NAMES = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
          "uniform", "victor", "whiskey", "xray", "yankee", "zulu")
 
 # Fast enough that `deploy-production --sandbox` takes seconds, slow enough to watch.
+# Rehearsals keep their own ledger: `promote` trusts the real one.
+SANDBOX_LEDGER = "fleetgate-sandbox-ledger.jsonl"
+
 TIMINGS: dict[str, float] = {
     "poll_interval": 0.1,
     "gate_timeout": 10.0,
@@ -317,6 +320,7 @@ def placeholder_overlay() -> dict[str, Any]:
         "prod_cp_url": "http://127.0.0.1:2",
         "cp_token": Secret(CP_TOKEN),
         "tenant_url_template": "http://127.0.0.1:3/tenants/{slug}",
+        "ledger": SANDBOX_LEDGER,
         **TIMINGS,
     }
 
