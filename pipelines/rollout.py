@@ -35,7 +35,7 @@ from pipelines.ledger import Ledger, new_run_id
 from pipelines.output import Output
 from pipelines.settings import SHA_RE, Settings
 from pipelines.summary import write_step_summary
-from pipelines.verify import BuildinfoReader, Reading, drift_report, request_timeout
+from pipelines.verify import BuildinfoReader, Reading, drift_report, render_table, request_timeout
 
 VERIFIED = "verified"
 GITEA_RETRY_DEADLINE = 60.0
@@ -432,10 +432,14 @@ class Rollout:
                 "restored": restored, "not_restored": not_restored}
 
     async def _drift(self) -> dict[str, Reading]:
-        """Which tenant runs which SHA now (one read of every known tenant)."""
+        """Which tenant runs which SHA now (one read of every known tenant), shown as a table."""
         if not self.tenants:
             return {}
-        return await self.reader.read(self.tenants, self.s.sha)
+        readings = await self.reader.read(self.tenants, self.s.sha)
+        self.out.info(f"fleet now (expecting {self.s.sha[:7]}):")
+        for line in render_table(readings):
+            self.out.info(line)
+        return readings
 
     # ------------------------------------------------------------------ results
     def _report(self, readings: dict[str, Reading] | None, *, exit_code: ExitCode | None = None,
