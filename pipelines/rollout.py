@@ -11,6 +11,8 @@ that wave is verified on `/buildinfo` before the soak and the next wave. Once th
 made the run completes (kill switch and failures aside) — a moved branch head does not stop it.
 
 The soak runs between waves, not after the last one: it exists to protect the next wave.
+A rollback (`--on-failure rollback`) renews the lease before each of its writes but does not stop
+for the kill switch: it goes back to what ran before, which is what a freeze wants anyway.
 A dry run takes no lease (it writes nothing, not even to Gitea) and verifies nothing: its CP calls
 carry `dry_run: true`.
 """
