@@ -36,9 +36,11 @@ hyperfine -N --warmup 3 --runs "$RUNS" --export-json bench/lint/results.json \
 import json
 data = {r["command"]: r for r in json.load(open("bench/lint/results.json"))["results"]}
 def t(name, key): return data[name][key]
+print(f"python startup alone: wall median {t('python-startup', 'median')*1e3:.1f} ms")
 for key, label in (("median", "wall median"), ("min", "wall min"), ("user", "CPU user mean")):
     fg, al, pure = t("fleetgate", key), t("actionlint", key), t("fleetgate-pure-python-yaml", key)
     print(f"{label:14s} fleetgate {fg*1e3:7.1f} ms | actionlint {al*1e3:7.1f} ms | pure-python {pure*1e3:7.1f} ms"
           f" | fleetgate/actionlint {fg/al:5.2f}x | pure/fleetgate {pure/fg:5.2f}x")
 PY
+"$PY" bench/lint/inprocess.py "$CORPUS"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
