@@ -76,6 +76,8 @@ class BuildinfoReader:
         self.timeout = timeout
         self.concurrency = concurrency
         self._transport = transport  # tests only (httpx.MockTransport); None = real sockets
+        # Loading the CA bundle costs ~0.2 s of CPU; a rollout reads many times, so load it once.
+        self._ssl = httpx.create_ssl_context()
 
     async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]:
         """One read of each tenant, concurrently (at most `concurrency` in flight)."""
@@ -92,7 +94,7 @@ class BuildinfoReader:
         limiter = anyio.CapacityLimiter(self.concurrency)
         readings: dict[str, Reading] = {}
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False,
-                                     trust_env=False, headers=_HEADERS, transport=self._transport,
+                                     trust_env=False, headers=_HEADERS, transport=self._transport, verify=self._ssl,
                                      limits=httpx.Limits(max_connections=self.concurrency)) as client:
 
             async def one(slug: str) -> None:
