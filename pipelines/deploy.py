@@ -103,7 +103,7 @@ async def manual_target_tag(settings: Settings, out: Output) -> tuple[str, str]:
     if settings.target_tag:
         return settings.target_tag, "--target-tag"
     if settings.gitea_token is not None:
-        async with GiteaClient(settings.gitea_url, settings.repo, settings.gitea_token) as gitea:
+        async with GiteaClient.for_settings(settings) as gitea:
             value = await gitea.get_variable(MANUAL_TAG_VARIABLE)
         if value is not None and value.strip():
             tag = value.strip()

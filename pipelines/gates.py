@@ -22,7 +22,6 @@ SUCCESS = "success"
 PENDING = "pending"
 ABSENT = "absent"  # our word for a context with no status yet
 FAILING = frozenset({"error", "failure", "warning", "skipped", "cancelled", "canceled"})
-DEFAULT_RETRY_DEADLINE = 60.0
 
 
 def judge(required: tuple[str, ...], statuses: dict[str, CommitStatus]) -> dict[str, str]:
@@ -86,8 +85,8 @@ async def wait_gates(settings: Settings, gitea: GiteaClient, out: Output) -> dic
 
 def gitea_for_gates(settings: Settings) -> GiteaClient:
     """A client whose retry deadline fits inside the gate deadline."""
-    retry_deadline = max(1.0, min(DEFAULT_RETRY_DEADLINE, settings.gate_timeout))
-    return GiteaClient(settings.gitea_url, settings.repo, settings.gitea_token, retry_deadline=retry_deadline)
+    return GiteaClient.for_settings(settings, retry_deadline=max(1.0, min(settings.gitea_retry_deadline,
+                                                                         settings.gate_timeout)))
 
 
 async def run(settings: Settings, out: Output) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import stamina
 
 from pipelines.errors import Failed
 from pipelines.redact import Secret, redact
+from pipelines.settings import Settings
 
 # stamina logs each scheduled retry as a bare warning; without a handler Python's last-resort
 # handler would print "stamina.retry_scheduled" into CI logs. Our own messages say what failed.
@@ -89,6 +90,12 @@ def _error_detail(resp: httpx.Response) -> str:
 
 class GiteaClient:
     """Async context manager over the Gitea API of one repository."""
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, retry_deadline: float | None = None) -> GiteaClient:
+        """The client every step uses: URL, repo, token and retry deadline from the settings."""
+        deadline = settings.gitea_retry_deadline if retry_deadline is None else retry_deadline
+        return cls(settings.gitea_url, settings.repo, settings.gitea_token, retry_deadline=deadline)
 
     def __init__(self, base_url: str, repo: str, token: Secret | None, *, timeout: float = 10.0,
                  retry_deadline: float = 60.0, retry_wait_initial: float = 0.25,

@@ -48,8 +48,8 @@ def require_live_token(settings: Settings) -> None:
                      "be read; give a token that can read Actions variables, or pass --no-live-kill-switch")
 
 
-def gitea_client(settings: Settings, *, retry_deadline: float = 60.0) -> GiteaClient:
-    return GiteaClient(settings.gitea_url, settings.repo, settings.gitea_token, retry_deadline=retry_deadline)
+def gitea_client(settings: Settings, *, retry_deadline: float | None = None) -> GiteaClient:
+    return GiteaClient.for_settings(settings, retry_deadline=retry_deadline)
 
 
 async def run(settings: Settings, out: Output) -> dict[str, Any]:

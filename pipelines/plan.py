@@ -60,7 +60,7 @@ async def preflight(settings: Settings, out: Output) -> dict[str, Any]:
         if settings.live_kill_switch:
             out.warn("no --gitea-token: the live kill switch is not read now (assert-enabled will need it)")
         return plan
-    async with GiteaClient(settings.gitea_url, settings.repo, settings.gitea_token) as gitea:
+    async with GiteaClient.for_settings(settings) as gitea:
         if settings.live_kill_switch:
             reason = await live_reason(gitea)
             if reason:

@@ -40,7 +40,6 @@ from pipelines.summary import write_step_summary
 from pipelines.verify import BuildinfoReader, Reading, drift_report, render_table, request_timeout
 
 VERIFIED = "verified"
-GITEA_RETRY_DEADLINE = 60.0
 
 
 @dataclass
@@ -102,14 +101,13 @@ class Rollout:
     """One run: the state a failure report and a rollback need."""
 
     def __init__(self, settings: Settings, out: Output, *, verb: str, manual: bool, break_lease: bool,
-                 final_verify: bool, gitea_retry_deadline: float, run_id: str | None = None) -> None:
+                 final_verify: bool, run_id: str | None = None) -> None:
         self.s = settings
         self.out = out
         self.verb = verb
         self.manual = manual
         self.break_lease = break_lease
         self.final_verify = final_verify
-        self.gitea_retry_deadline = gitea_retry_deadline
         self.run_id = run_id or new_run_id()
         self.joined = run_id is not None
         self.ledger = Ledger(settings.ledger, self.run_id)
@@ -152,8 +150,7 @@ class Rollout:
                                canary=s.canary or "(first tenant)", max_stragglers=s.max_stragglers,
                                on_failure=s.on_failure, lease=s.lease)
         async with AsyncExitStack() as stack:
-            self.gitea = await stack.enter_async_context(GiteaClient(
-                s.gitea_url, s.repo, s.gitea_token, retry_deadline=self.gitea_retry_deadline))
+            self.gitea = await stack.enter_async_context(GiteaClient.for_settings(s))
             self.cp = await stack.enter_async_context(CPClient(
                 s.cp_url, s.cp_token, read_timeout=s.cp_timeout, retry_backoff=s.cp_retry_backoff))
             self.reader = BuildinfoReader(s.tenant_url, timeout=request_timeout(s))
@@ -544,15 +541,14 @@ async def with_signal_cleanup(body: Callable[[], Awaitable[dict[str, Any]]]) -> 
 
 async def rollout(settings: Settings, out: Output, *, manual: bool = False, break_lease: bool = False,
                   final_verify: bool = False, verb: str = "rollout",
-                  gitea_retry_deadline: float = GITEA_RETRY_DEADLINE, run_id: str | None = None,
-                  ) -> dict[str, Any]:
+                  run_id: str | None = None) -> dict[str, Any]:
     """Run the rollout; returns the result dict or raises a FleetgateError carrying the report.
 
     `final_verify` (deploy-production, redeploy) re-reads the whole fleet after the last wave.
     `run_id` joins the rollout's ledger lines to the caller's (deploy-production's gate events).
     """
     run = Rollout(settings, out, verb=verb, manual=manual, break_lease=break_lease, final_verify=final_verify,
-                  gitea_retry_deadline=gitea_retry_deadline, run_id=run_id)
+                  run_id=run_id)
     return await with_signal_cleanup(run.run)
 
 

@@ -137,6 +137,10 @@ class Settings:
     gitea_token: Secret | None = opt("--gitea-token", "GITEA_TOKEN", default=REQUIRED, kind=Kind.SECRET, group=G,
                                      shown_default="required for gates, kill switch, lease",
                                      doc="Gitea token; sent only to the Gitea origin.")
+    gitea_retry_deadline: float = opt("--gitea-retry-deadline", "FLEETGATE_GITEA_RETRY_SECONDS", default=60.0,
+                                      kind=Kind.SECONDS, group=G, minimum=0,
+                                      doc="How long one Gitea read may be retried (429, 5xx, lost connections) "
+                                      "before the step fails closed; within a gate wait, never past its timeout.")
     # -- gates
     branch: str = opt("--branch", "GITHUB_REF_NAME", default="main", kind=Kind.STR, group=GT,
                       doc="Branch whose head decides the stand-down rule.")

@@ -55,7 +55,8 @@ def settings_for(sb: Sandbox, tmp_path: Path, verb: str = "rollout", **flags: An
 
 
 async def do_rollout(sb: Sandbox, tmp_path: Path, *, manual: bool = False, break_lease: bool = False,
-                     final_verify: bool = False, gitea_retry_deadline: float = 2.0, **flags: Any) -> Run:
+                     final_verify: bool = False, **flags: Any) -> Run:
+    flags.setdefault("gitea_retry_deadline", 2.0)
     settings = settings_for(sb, tmp_path, **flags)
     stderr, stdout = io.StringIO(), io.StringIO()
     out = Output(json_mode=True, stream=stderr, stdout=stdout)
@@ -63,7 +64,7 @@ async def do_rollout(sb: Sandbox, tmp_path: Path, *, manual: bool = False, break
     error: FleetgateError | None = None
     try:
         result = await rollout(settings, out, manual=manual, break_lease=break_lease,
-                               final_verify=final_verify, gitea_retry_deadline=gitea_retry_deadline)
+                               final_verify=final_verify)
     except FleetgateError as exc:
         error = exc
     return Run(result, error, stderr.getvalue(), stdout.getvalue(), read_ledger(settings.ledger))

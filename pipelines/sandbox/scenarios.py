@@ -40,6 +40,7 @@ TIMINGS: dict[str, float] = {
     "verify_timeout": 3.0,
     "cp_retry_backoff": 0.05,
     "lease_wait": 3.0,
+    "gitea_retry_deadline": 2.0,
 }
 
 
