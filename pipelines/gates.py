@@ -80,7 +80,7 @@ async def wait_gates(settings: Settings, gitea: GiteaClient, out: Output) -> dic
             raise Failed(f"gates timed out after {settings.gate_timeout:g}s on {sha[:12]}; "
                          f"still waiting for: {', '.join(waiting)}{cut}",
                          details={"sha": sha, "contexts": states})
-        await anyio.sleep(min(settings.poll_interval, remaining))
+        await out.pause(min(settings.poll_interval, remaining), "waiting for gates")
 
 
 def gitea_for_gates(settings: Settings) -> GiteaClient:

@@ -171,7 +171,7 @@ class Lease:
             if holder != announced:
                 self.out.info(f"lease {LEASE_VARIABLE} is held by {holder}; waiting up to {remaining:.0f}s")
                 announced = holder
-            await anyio.sleep(min(self.poll_interval, remaining))
+            await self.out.pause(min(self.poll_interval, remaining), f"waiting for {holder} to release the lease")
 
     async def _break(self, current: LeaseValue | None, raw: str, *, reason: str) -> None:
         holder = current.run if current is not None else None

@@ -1,7 +1,9 @@
 """Where words go: human progress on stderr, the final result on stdout.
 
-Plain lines when stderr is not a terminal (CI logs), colour only on a TTY without NO_COLOR.
-Every line passes through `redact`, so a stray token never reaches a log.
+Plain lines when stderr is not a terminal (CI logs keep every line, with no escape codes); on a
+terminal, rich renders colour and a live countdown while fleetgate waits (soak, gates, lease).
+`NO_COLOR` and `TERM=dumb` turn colour off. Every line passes through `redact`, so a stray token
+never reaches a log.
 """
 
 from __future__ import annotations
@@ -9,9 +11,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+import anyio
 
 from pipelines.redact import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+LINE_LIMIT = 2000
+_STYLES = {"ok": ("✔ ", "green"), "warn": ("! ", "yellow"), "error": ("✘ ", "red"), "info": ("", "")}
+
+
+def _lines(message: str) -> list[str]:
+    """Each line of `message` redacted on its own: line structure (tables) survives, control characters do not."""
+    return [redact(line, limit=LINE_LIMIT, fold=False) for line in message.splitlines() or [""]]
 
 
 class Output:
@@ -20,22 +35,55 @@ class Output:
         self.json_mode = json_mode
         self.stream = stream if stream is not None else sys.stderr
         self.stdout = stdout if stdout is not None else sys.stdout
-        self.color = self.stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        self.tty = _isatty(self.stream)
+        self.color = self.tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        self._console: Console | None = None
 
-    def _style(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+    @property
+    def console(self) -> Console | None:
+        """A rich console on a terminal (imported only then: CI logs never pay for it)."""
+        if self.tty and self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, no_color=not self.color, highlight=False,
+                                    emoji=False, markup=False, soft_wrap=True)
+        return self._console
+
+    def _say(self, kind: str, message: str) -> None:
+        mark, style = _STYLES[kind]
+        console = self.console
+        for index, line in enumerate(_lines(message)):
+            prefix = mark if index == 0 else ""  # continuation lines (tables) keep their own indent
+            if console is not None:
+                if prefix:
+                    console.print(prefix, style=style or None, end="")
+                console.print(line)
+            else:
+                print(prefix + line, file=self.stream, flush=True)
 
     def info(self, message: str) -> None:
-        print(redact(message, limit=2000), file=self.stream, flush=True)
+        self._say("info", message)
 
     def ok(self, message: str) -> None:
-        print(self._style("✔ ", "32") + redact(message, limit=2000), file=self.stream, flush=True)
+        self._say("ok", message)
 
     def warn(self, message: str) -> None:
-        print(self._style("! ", "33") + redact(message, limit=2000), file=self.stream, flush=True)
+        self._say("warn", message)
 
     def error(self, message: str) -> None:
-        print(self._style("✘ ", "31") + redact(message, limit=2000), file=self.stream, flush=True)
+        self._say("error", message)
+
+    async def pause(self, seconds: float, label: str) -> None:
+        """Sleep `seconds`; on a terminal, show `label` with a live countdown meanwhile."""
+        console = self.console
+        if console is None or seconds <= 0:
+            await anyio.sleep(seconds)
+            return
+        deadline = anyio.current_time() + seconds
+        with console.status(label) as status:
+            while (left := deadline - anyio.current_time()) > 0:
+                status.update(f"{redact(label, fold=False)} — {left:.1f}s")
+                await anyio.sleep(min(1.0, left))
 
     def result(self, payload: dict[str, Any], human: str | None = None) -> None:
         """The verb's final word: JSON on stdout with --json, else a human line on stderr."""
@@ -43,6 +91,13 @@ class Output:
             print(redact_json(payload), file=self.stdout, flush=True)
         elif human:
             self.info(human)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or file-like without isatty
+        return False
 
 
 def redact_json(payload: dict[str, Any]) -> str:

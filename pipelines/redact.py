@@ -52,8 +52,9 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def redact(text: str, limit: int = 300) -> str:
-    """`text` with known secrets, credentials and control characters removed, on one line, truncated."""
+def redact(text: str, limit: int = 300, *, fold: bool = True) -> str:
+    """`text` with known secrets, credentials and control characters removed, truncated; on one
+    line with white space folded, or (`fold=False`, for one line of a table) with its spacing kept."""
     out = _ANSI_ESCAPE.sub("", text)
     for value in sorted(_KNOWN, key=len, reverse=True):
         out = out.replace(value, "***")
@@ -62,7 +63,7 @@ def redact(text: str, limit: int = 300) -> str:
     out = _CREDENTIAL_PATTERNS[2].sub(lambda m: f"{m.group(1)}=***", out)
     out = _CREDENTIAL_PATTERNS[3].sub("***", out)
     out = _CONTROL.sub(" ", out)
-    out = " ".join(out.split())
+    out = " ".join(out.split()) if fold else out.rstrip()
     if len(out) > limit:
         out = out[: limit - 1] + "…"
     return out

@@ -220,7 +220,7 @@ class Rollout:
             if position + 1 < len(self.waves) and s.soak_seconds > 0:
                 self.ledger.record("soak", after=wave.label, seconds=s.soak_seconds)
                 self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label}")
-                await anyio.sleep(s.soak_seconds)
+                await self.out.pause(s.soak_seconds, f"soaking after {wave.label}")
 
         if s.dry_run:
             return "dry run planned: nothing changed"

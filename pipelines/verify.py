@@ -189,13 +189,13 @@ def drift_report(readings: Mapping[str, Reading]) -> dict[str, Any]:
 
 
 def render_table(readings: Mapping[str, Reading]) -> list[str]:
-    """The drift report as plain lines for humans (stderr), one per tenant. `Output` collapses runs
-    of whitespace (one line per message, always), so these are sentences, not aligned columns."""
+    """The drift report as aligned lines for humans (stderr), one per tenant, then the counts by SHA."""
+    width = max((len(slug) for slug in readings), default=0)
     lines = []
     for slug, r in sorted(readings.items()):
-        seen = f" {r.seen[:7]}" if r.seen else ""
-        detail = f" — {r.detail}" if r.detail and not r.verified else ""
-        lines.append(f"{slug}: {r.verdict}{seen} ({r.latency_ms:.0f} ms){detail}")
+        seen = r.seen[:7] if r.seen else "-"
+        detail = f"  {r.detail}" if r.detail and not r.verified else ""
+        lines.append(f"  {slug:<{width}}  {r.verdict:<11}  {seen:<7}  {r.latency_ms:>6.0f} ms{detail}")
     report = drift_report(readings)
     counts = ", ".join(f"{k[:7] if GIT_SHA_RE.match(k) else k} × {n}" for k, n in report["by_sha"].items())
     lines.append(f"fleet by SHA: {counts or 'none'} ({report['verified']}/{report['total']} verified)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from typing import Any
 
@@ -105,7 +106,7 @@ async def test_verify_reports_drift_by_sha_and_fails() -> None:
         golf = details["tenants"]["golf"]
         assert golf["verdict"] == "stale" and golf["seen"] == previous
         table = err.getvalue()
-        assert f"golf: stale {previous[:7]}" in table and f"{previous[:7]} × 3" in table
+        assert re.search(rf"^  golf +stale +{previous[:7]} ", table, re.M) and f"{previous[:7]} × 3" in table
         assert std.getvalue() == ""  # the CLI prints the failure JSON (with these details) itself
 
 
