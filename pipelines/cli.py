@@ -92,7 +92,9 @@ def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str]
 
         result: dict[str, Any] = anyio.run(run_with_settings, verb, func, params, env, out)
     except FleetgateError as exc:
-        out.error(f"fleetgate {verb}: {exc.message}")
+        # The kill switch and a stand-down are the tool working as meant, not a failure.
+        say = out.warn if exc.exit_code in (ExitCode.DISABLED, ExitCode.STOOD_DOWN) else out.error
+        say(f"fleetgate {verb}: {exc.message}")
         if json_mode:
             from pipelines.output import redact_json
 
