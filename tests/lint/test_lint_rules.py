@@ -252,4 +252,5 @@ def test_hostile_nesting_is_a_finding_not_a_crash(tmp_path: Path, loader: object
     report = lint_text(tmp_path, text, loader=loader)
     # the top-level mapping is level 1, so level 1001 is the 1000th `[`, at column 7 + 999
     assert [(f.rule, f.line, f.column) for f in report.findings] == [("L1", 2, 1006)]
-    assert "1000 levels" in report.findings[0].message
+    # libyaml ≥ 0.2.6 (PyYAML 6.0.4 wheels) stops at 1000 levels itself, with its own words
+    assert "nest" in report.findings[0].message
