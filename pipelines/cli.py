@@ -11,12 +11,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipelines.errors import ExitCode, FleetgateError, UsageError
-from pipelines.settings import Kind, Option, options_for
+
+if TYPE_CHECKING:
+    from pipelines.settings import Option
 
 # verb -> (module:function, help). The function is `async def run(settings, out, **extra) -> dict`.
 VERBS: dict[str, tuple[str, str]] = {
@@ -34,6 +36,8 @@ VERBS: dict[str, tuple[str, str]] = {
 
 
 def _click_option(o: Option) -> Callable[[Any], Any]:
+    from pipelines.settings import Kind
+
     help_text = f"{o.doc} [env: {', '.join(o.env) or '—'}; default: {o.default_text}]"
     if o.kind is Kind.BOOL:
         decl = f"{o.flag}/--no-{o.flag[2:]}" if o.negatable else o.flag
@@ -64,6 +68,8 @@ VERB_EXTRAS: dict[str, list[Callable[[Any], Any]]] = {
 
 
 def _make_command(verb: str, target: str, help_text: str) -> click.Command:
+    from pipelines.settings import options_for
+
     def callback(**params: Any) -> None:
         sys.exit(run_verb(verb, target, params))
 
@@ -107,7 +113,20 @@ def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str]
     return int(result.get("exit_code", ExitCode.OK))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class VerbGroup(click.Group):
+    """Builds a verb's command (its options derived from the settings table) only when asked for:
+    `lint-workflows`, which runs in every pipeline, never pays for the settings table."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*VERBS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context | None, cmd_name: str) -> click.Command | None:
+        if cmd_name in VERBS and cmd_name not in self.commands:
+            self.add_command(_make_command(cmd_name, *VERBS[cmd_name]))
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="fleetgate")
 def cli() -> None:
     """fleetgate: from green main to a verified production fleet, fail-closed.
@@ -115,10 +134,6 @@ def cli() -> None:
     Exit codes: 0 done, 1 failed (fail-closed), 2 usage, 3 disabled by the kill switch,
     4 halted by the kill switch after writes, 5 stood down for a newer commit.
     """
-
-
-for _verb, (_target, _help) in VERBS.items():
-    cli.add_command(_make_command(_verb, _target, _help))
 
 
 @cli.command("lint-workflows", context_settings={"ignore_unknown_options": False})

@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 
 from pipelines.errors import UsageError
 from pipelines.redact import Secret
+from pipelines.urlguard import PRODUCTION_CP_URL, check_cp_url
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 TRUTHY = frozenset({"1", "true", "yes", "on", "disabled", "disable"})
 FALSY = frozenset({"", "0", "false", "no", "off", "enabled", "enable"})
-PRODUCTION_CP_URL = "https://api.moleculesai.app"
 CONFIG_FILE = "fleetgate.toml"
 
 
@@ -464,8 +464,6 @@ def _check_required(verb: str, s: Settings) -> Settings:
             raise UsageError("--tenant-url-template must contain {slug}")
         normalise_url(probe, "--tenant-url-template")
     if Group.CP in groups:
-        from pipelines.urlguard import check_cp_url
-
         check_cp_url(s.cp_url, s.prod_cp_url, s.allow_non_prod_cp_url)
     if Group.REGISTRY in groups and not s.image:
         raise UsageError("--image (or FLEETGATE_IMAGE) is required: the image repository to promote in")

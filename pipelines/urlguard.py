@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from pipelines.errors import UsageError
 
+# The production control plane: the guard's default, and what the linter calls a production deploy.
+PRODUCTION_CP_URL = "https://api.moleculesai.app"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -224,7 +224,8 @@ def expected_kind(kind: Kind) -> str:
 
 def cli_option_names(verb: str) -> set[str]:
     """Long option names of `fleetgate VERB`: settings, verb extras and --sandbox/--scenario."""
-    command = cli.commands[verb]
+    command = cli.get_command(None, verb)
+    assert command is not None
     names = set()
     for p in command.params:
         long = next(o for o in p.opts if o.startswith("--"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UsageError
-from pipelines.settings import PRODUCTION_CP_URL
+from pipelines.urlguard import PRODUCTION_CP_URL
 
 CONFIG_FILE = "fleetgate.toml"
 REDEPLOY_PATH = "/cp/admin/tenants/redeploy-fleet"
