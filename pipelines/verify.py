@@ -194,7 +194,7 @@ def render_table(readings: Mapping[str, Reading]) -> list[str]:
     lines = []
     for slug, r in sorted(readings.items()):
         seen = r.seen[:7] if r.seen else "-"
-        detail = f"  {r.detail}" if r.detail and not r.verified else ""
+        detail = f"  {r.detail}" if r.detail and r.verdict not in (VERIFIED, "stale") else ""  # stale: seen says it
         lines.append(f"  {slug:<{width}}  {r.verdict:<11}  {seen:<7}  {r.latency_ms:>6.0f} ms{detail}")
     report = drift_report(readings)
     counts = ", ".join(f"{k[:7] if GIT_SHA_RE.match(k) else k} × {n}" for k, n in report["by_sha"].items())
