@@ -2,7 +2,8 @@
 
 The URL guard and every validation already ran in `settings.resolve` (exit 2, nothing contacted).
 Here: the plan-time kill switch (no network), then — with a Gitea token — the live kill switch
-(a token that cannot read it fails now, exit 1, not at the first write) and the lease write probe.
+(a token that cannot read it fails now, exit 1, not at the first write) and, unless a dry run (it
+takes no lease), the lease write probe.
 The plan is printed whatever `--json` says (it *is* the output), once; a disabled plan is printed
 too, with `enabled: false` and the reason, and then exits 3.
 """
@@ -67,7 +68,7 @@ async def preflight(settings: Settings, out: Output) -> dict[str, Any]:
                 plan.update(enabled=False, disabled_reason=reason)
                 return plan
             out.ok("live kill switch is off")
-        if settings.lease:
+        if settings.lease and not settings.dry_run:  # a dry run takes no lease (pipelines/rollout.py)
             if not await gitea.can_write_variables():
                 raise Failed("the Gitea token cannot write Actions variables, which the deploy lease needs "
                              "(write:repository / Actions variables); grant it, or pass --no-lease")

@@ -93,6 +93,13 @@ async def test_a_token_that_cannot_write_the_lease_fails_unless_no_lease() -> No
     assert result.get("exit_code", 0) == 0 and json.loads(stdout)["lease"] is False
 
 
+async def test_a_dry_run_takes_no_lease_so_a_read_only_token_passes_the_plan() -> None:
+    async with serve("read-only-token") as sb:
+        result, stdout, stderr = await plan_in_process(sb, dry_run=True)
+    assert result.get("exit_code", 0) == 0 and json.loads(stdout)["dry_run"] is True
+    assert "can write the lease" not in stderr
+
+
 async def test_a_token_that_cannot_read_the_switch_fails_at_plan_time() -> None:
     async with serve("gitea-unauthorized") as sb:
         with pytest.raises(Failed, match="HTTP 401"):
