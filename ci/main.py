@@ -34,7 +34,17 @@ from ci.errors import VerbFailed, exit_doc
 from pipelines.cli import VERBS
 from pipelines.errors import ExitCode, FleetgateError, UsageError
 from pipelines.output import Output, redact_json
-from pipelines.settings import CONFIG_FILE, SHA_RE, Option, Settings, load_config, options_for, resolve
+from pipelines.settings import (
+    CONFIG_FILE,
+    SHA_RE,
+    TAG_TEMPLATE_FIELDS,
+    Option,
+    Settings,
+    check_template,
+    load_config,
+    options_for,
+    resolve,
+)
 
 # Pinned by exact tag: the interpreter the project is developed and tested on (3.11.7), on Debian
 # bookworm, whose apt has the `docker-registry` the promote tests start.
@@ -164,10 +174,10 @@ def checked_image(image: str, verb: str) -> str:
 def publish_tags(sha: str, tag_template: str, verb: str) -> list[str]:
     """The tags a build is published under: the deploy tag (`staging-<sha7>` by default) and the full SHA."""
     try:
-        deploy_tag = tag_template.format(sha=sha, short_sha=sha[:7])
-    except (KeyError, IndexError, ValueError):
-        raise VerbFailed(verb, f"--tag-template: only {{sha}} and {{short_sha}} may appear, "
-                         f"got {tag_template!r}", ExitCode.USAGE) from None
+        check_template(tag_template, TAG_TEMPLATE_FIELDS, "--tag-template")
+    except UsageError as exc:
+        raise VerbFailed(verb, exc.message, exc.exit_code) from None
+    deploy_tag = tag_template.format(sha=sha, short_sha=sha[:7])
     return list(dict.fromkeys([deploy_tag, sha]))
 
 

@@ -8,6 +8,7 @@ validation are all derived from it. Precedence: flag > (sandbox) > env > fleetga
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -26,6 +27,7 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 TRUTHY = frozenset({"1", "true", "yes", "on", "disabled", "disable"})
 FALSY = frozenset({"", "0", "false", "no", "off", "enabled", "enable"})
 CONFIG_FILE = "fleetgate.toml"
+TAG_TEMPLATE_FIELDS = ("sha", "short_sha")
 
 
 class Kind(Enum):
@@ -300,6 +302,21 @@ def _bool(text: str, where: str) -> bool:
     raise UsageError(f"{where}: expected a boolean (true/false), got {text!r}")
 
 
+def check_template(template: str, names: tuple[str, ...], where: str) -> None:
+    """`template` may name only `names`, plainly: an attribute, index or conversion (`{sha.x}`,
+    `{slug[0]}`, `{sha!r}`) is a usage error, not a traceback or a silently odd tag or URL."""
+    allowed = " and ".join(f"{{{n}}}" for n in names)
+    try:
+        plain = all(name in names and conversion is None
+                    for _, name, _, conversion in string.Formatter().parse(template) if name is not None)
+        if plain:
+            template.format(**dict.fromkeys(names, "0" * 40))  # a bad format spec raises here
+    except (KeyError, IndexError, ValueError):
+        plain = False
+    if not plain:
+        raise UsageError(f"{where}: only {allowed} may appear, got {template!r}")
+
+
 def normalise_url(text: str, where: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -445,24 +462,16 @@ def _check_required(verb: str, s: Settings) -> Settings:
         raise UsageError("no required status contexts: set --required-context or PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS "
                          "(an empty list would let any commit through)")
     if Group.TAG in groups:
-        try:
-            s.tag_for("0" * 40)
-        except (KeyError, IndexError, ValueError):
-            raise UsageError(f"--tag-template: only {{sha}} and {{short_sha}} may appear, got "
-                             f"{s.tag_template!r}") from None
+        check_template(s.tag_template, TAG_TEMPLATE_FIELDS, "--tag-template")
         # redeploy keeps "unset" visible: the Gitea variable PROD_MANUAL_REDEPLOY_TARGET_TAG may
         # supply the tag before the template does (pipelines/deploy.py: manual_target_tag).
         if not s.target_tag and s.sha and verb != "redeploy":
             s = s.with_(target_tag=s.tag_for(s.sha))
     if Group.TENANTS in groups:
-        try:
-            probe = s.tenant_url("probe")
-        except (KeyError, IndexError, ValueError):
-            raise UsageError(f"--tenant-url-template: only {{slug}} may appear, got {s.tenant_url_template!r}") \
-                from None
+        check_template(s.tenant_url_template, ("slug",), "--tenant-url-template")
         if "{slug}" not in s.tenant_url_template:
             raise UsageError("--tenant-url-template must contain {slug}")
-        normalise_url(probe, "--tenant-url-template")
+        normalise_url(s.tenant_url("probe"), "--tenant-url-template")
     if Group.CP in groups:
         check_cp_url(s.cp_url, s.prod_cp_url, s.allow_non_prod_cp_url)
     if Group.REGISTRY in groups and not s.image:

@@ -154,6 +154,7 @@ def test_publish_honours_the_tag_template() -> None:
         ({"image": "r.example/app:latest"}, "--image"),
         ({"image": "r.example/app@sha256:00"}, "--image"),
         ({"tag_template": "{nope}"}, "--tag-template"),
+        ({"tag_template": "{sha.x}"}, "--tag-template"),
     ],
 )
 def test_publish_refuses_bad_input_before_building_or_pushing(
