@@ -111,6 +111,19 @@ async def test_overlay_resolves_into_valid_settings_pointing_at_the_sandbox() ->
     assert placeholder.required_contexts == settings.required_contexts
 
 
+@pytest.mark.anyio
+async def test_env_resolves_to_the_same_settings_as_the_overlay() -> None:
+    # `eval "$(fleetgate sandbox)"` must rehearse exactly what `--sandbox` does, own ledger included.
+    async with serve("happy") as sb:
+        from_env = resolve("deploy-production", {}, sb.env())
+        from_overlay = resolve("deploy-production", {}, {}, overlay=sb.overlay)
+    assert repr(from_env) == repr(from_overlay)
+    for token in ("gitea_token", "cp_token"):
+        assert getattr(from_env, token).reveal() == getattr(from_overlay, token).reveal()
+    assert from_env.ledger == from_overlay.ledger != resolve("deploy-production", {}, {}, overlay={
+        k: v for k, v in sb.overlay.items() if k != "ledger"}).ledger
+
+
 def test_every_scenario_builds_a_world_and_lists_with_a_doc(capsys: pytest.CaptureFixture[str]) -> None:
     from pipelines.sandbox.scenarios import build_world
 

@@ -66,27 +66,18 @@ class Sandbox:
         }
 
     def env(self) -> dict[str, str]:
-        """The same as environment variables (sandbox-only tokens: fine to print)."""
-        w = self.state
-        return {
-            "GITEA_URL": self.gitea_url,
-            "GITEA_TOKEN": w.gitea_token,
-            "GITHUB_REPOSITORY": w.repo,
-            "GITHUB_SHA": w.deploy_sha,
-            "GITHUB_REF_NAME": "main",
-            "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": ",".join(w.required_contexts),
-            "CP_URL": self.cp_url,
-            "PROD_CP_URL": self.cp_url,
-            "CP_ADMIN_API_TOKEN": w.cp_token,
-            "PROD_TENANT_URL_TEMPLATE": self.tenant_url_template,
-            "CI_STATUS_POLL_INTERVAL_SECONDS": str(self.timings["poll_interval"]),
-            "CI_STATUS_TIMEOUT_SECONDS": str(self.timings["gate_timeout"]),
-            "PROD_AUTO_DEPLOY_SOAK_SECONDS": str(self.timings["soak_seconds"]),
-            "PROD_AUTO_DEPLOY_VERIFY_INTERVAL_SECONDS": str(self.timings["verify_interval"]),
-            "PROD_AUTO_DEPLOY_VERIFY_TIMEOUT_SECONDS": str(self.timings["verify_timeout"]),
-            "PROD_AUTO_DEPLOY_CP_RETRY_BACKOFF_SECONDS": str(self.timings["cp_retry_backoff"]),
-            "FLEETGATE_LEASE_WAIT_SECONDS": str(self.timings["lease_wait"]),
-        }
+        """The overlay as environment variables (sandbox-only tokens: fine to print), named by the
+        settings table so the two cannot drift apart."""
+        from pipelines.settings import BY_NAME
+
+        def text(value: Any) -> str:
+            if isinstance(value, Secret):
+                return value.reveal()
+            if isinstance(value, tuple):
+                return ",".join(value)
+            return str(value)
+
+        return {BY_NAME[name].env[0]: text(value) for name, value in self.overlay.items()}
 
 
 def _bind(port: int) -> socket.socket:
