@@ -222,7 +222,3 @@ class Lease:
         if scope.cancelled_caught:
             self._record("released", run=self.run_id, ok=False, error="timed out")
             self.out.warn(f"lease {LEASE_VARIABLE}: release timed out; it expires after {self.ttl:g}s")
-
-    async def break_(self) -> None:
-        """Emergency take-over (redeploy --break-lease): break whoever holds it, then take it."""
-        await self.acquire(break_held=True)
