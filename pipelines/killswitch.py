@@ -48,10 +48,6 @@ def require_live_token(settings: Settings) -> None:
                      "be read; give a token that can read Actions variables, or pass --no-live-kill-switch")
 
 
-def gitea_client(settings: Settings, *, retry_deadline: float | None = None) -> GiteaClient:
-    return GiteaClient.for_settings(settings, retry_deadline=retry_deadline)
-
-
 async def run(settings: Settings, out: Output) -> dict[str, Any]:
     """`assert-enabled`: exit 0 when the switch is off, 3 when engaged, 1 when it cannot be read."""
     check_plan_time(settings)
@@ -61,7 +57,7 @@ async def run(settings: Settings, out: Output) -> dict[str, Any]:
         out.result(result)
         return result
     require_live_token(settings)
-    async with gitea_client(settings) as gitea:
+    async with GiteaClient.for_settings(settings) as gitea:
         reason = await live_reason(gitea)
     if reason:
         raise Disabled(f"kill switch engaged: {reason}", details={"disabled_reason": reason})
