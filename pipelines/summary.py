@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import html
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipelines.redact import redact
+from pipelines.settings import SHA_RE
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 MAX_TENANT_ROWS = 200  # a fleet table longer than this is cut (the ledger has every tenant)
-_SHA = re.compile(r"^[0-9a-f]{40}$")
 _ICONS = {0: "✅", 1: "❌", 2: "⚠️", 3: "⏸️", 4: "🛑", 5: "↩️"}
 
 
@@ -61,7 +60,7 @@ def code(value: Any) -> str:
 
 def short(sha: Any) -> str:
     """A SHA as its 7-character prefix; anything else (a verdict, None) as raw text for `code`."""
-    if isinstance(sha, str) and _SHA.match(sha):
+    if isinstance(sha, str) and SHA_RE.match(sha):
         return sha[:7]
     return str(sha)[:40] if sha else ""
 

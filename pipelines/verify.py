@@ -23,7 +23,6 @@ before-SHA captured for rollback), "unreachable" (connection error, timeout, or 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,12 +34,11 @@ import httpx
 from pipelines.cp import CPClient, check_slug, clean_text, escaped_slug
 from pipelines.errors import Failed, UsageError
 from pipelines.output import Output
-from pipelines.settings import SLUG_RE, Settings
+from pipelines.settings import SHA_RE, SLUG_RE, Settings
 
 BUILDINFO_PATH = "/buildinfo"
 BUILDINFO_TIMEOUT = 5.0
 MAX_BUILDINFO_BYTES = 64 * 1024
-GIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 VERIFIED = "verified"
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 _HEADERS = {"Accept": "application/json", "User-Agent": "fleetgate-verify"}
@@ -162,7 +160,7 @@ class BuildinfoReader:
         except (UnicodeDecodeError, ValueError):
             return reading("invalid", "not JSON")
         git_sha = data.get("git_sha") if isinstance(data, dict) else None
-        if not isinstance(git_sha, str) or not GIT_SHA_RE.match(git_sha):
+        if not isinstance(git_sha, str) or not SHA_RE.match(git_sha):
             shown = clean_text(repr(git_sha), limit=60) if isinstance(data, dict) else "not an object"
             return reading("invalid", f"git_sha is not a 40-hex SHA: {shown}")
         if expected is None:
@@ -197,7 +195,7 @@ def render_table(readings: Mapping[str, Reading]) -> list[str]:
         detail = f"  {r.detail}" if r.detail and r.verdict not in (VERIFIED, "stale") else ""  # stale: seen says it
         lines.append(f"  {slug:<{width}}  {r.verdict:<11}  {seen:<7}  {r.latency_ms:>6.0f} ms{detail}")
     report = drift_report(readings)
-    counts = ", ".join(f"{k[:7] if GIT_SHA_RE.match(k) else k} × {n}" for k, n in report["by_sha"].items())
+    counts = ", ".join(f"{k[:7] if SHA_RE.match(k) else k} × {n}" for k, n in report["by_sha"].items())
     lines.append(f"fleet by SHA: {counts or 'none'} ({report['verified']}/{report['total']} verified)")
     return lines
 
