@@ -477,7 +477,7 @@ class Rollout:
         self.ledger.record("done", sha=s.sha, tag=s.target_tag, verified=not s.dry_run, dry_run=s.dry_run,
                            exit_code=0, outcome=outcome, stragglers=self.stragglers,
                            tenants=result.get("tenants", {}))
-        _summarise(result, self.out)
+        write_step_summary(result)  # never raises: an unwritable summary does not change the outcome
         self.out.ok(f"{self.verb}: {outcome}")
         self.out.result(result)
         return result
@@ -493,14 +493,7 @@ class Rollout:
         self.ledger.record("done", sha=self.s.sha, tag=self.s.target_tag, verified=False,
                            dry_run=self.s.dry_run, exit_code=int(exc.exit_code), outcome=word,
                            error=exc.message, tenants=report.get("tenants", {}))
-        _summarise({"ok": False, **report}, self.out)
-
-
-def _summarise(result: dict[str, Any], out: Output) -> None:
-    try:
-        write_step_summary(result)
-    except OSError as exc:  # a summary we cannot write must not change the run's outcome
-        out.warn(f"step summary not written: {exc}")
+        write_step_summary({"ok": False, **report})
 
 
 # ---------------------------------------------------------------------- signals
