@@ -93,7 +93,6 @@ async def deploy_production(settings: Settings, out: Output) -> dict[str, Any]:
                             **exc.details})
         raise
 
-    step = "rollout"
     result = await rollout(settings, out, final_verify=True, verb="deploy-production", run_id=run_id)
     return {**result, "gates": gates.get("contexts", {})}
 
