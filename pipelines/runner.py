@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines.errors import UsageError
 from pipelines.output import Output
-from pipelines.settings import OPTIONS, Settings, load_config, resolve
+from pipelines.settings import OPTIONS, load_config, resolve
 
 VerbFunc = Callable[..., Awaitable[dict[str, Any]]]
 _SETTING_NAMES = {o.name for o in OPTIONS}
@@ -24,10 +24,10 @@ async def run_with_settings(verb: str, func: VerbFunc, params: dict[str, Any], e
     flags = {k: v for k, v in params.items() if k in _SETTING_NAMES}
     extras = {k: v for k, v in params.items() if k not in _SETTING_NAMES}
     config, source = load_config(config_path)
-    # Validate everything before anything is contacted (or started).
-    resolve(verb, flags, env, config, source, overlay=_placeholder_overlay() if use_sandbox else None)
+    # Validate everything before anything is contacted (or started); with --sandbox, against
+    # placeholders shaped like what the sandbox will supply, and again once it has.
+    settings = resolve(verb, flags, env, config, source, overlay=_placeholder_overlay() if use_sandbox else None)
     async with AsyncExitStack() as stack:
-        overlay: dict[str, Any] | None = None
         if use_sandbox:
             from pipelines.sandbox import serve
             from pipelines.sandbox.scenarios import SCENARIOS
@@ -35,9 +35,8 @@ async def run_with_settings(verb: str, func: VerbFunc, params: dict[str, Any], e
             if scenario not in SCENARIOS:
                 raise UsageError(f"--scenario: unknown {scenario!r}; known: {', '.join(sorted(SCENARIOS))}")
             sb = await stack.enter_async_context(serve(scenario))
-            overlay = sb.overlay
             out.info(f"sandbox: scenario {scenario!r} on {sb.base_url}")
-        settings: Settings = resolve(verb, flags, env, config, source, overlay=overlay)
+            settings = resolve(verb, flags, env, config, source, overlay=sb.overlay)
         return await func(settings, out, **extras)
 
 
