@@ -31,6 +31,7 @@ import anyio
 from pipelines import killswitch
 from pipelines.cp import CPAnswer, CPClient, row_facts
 from pipelines.errors import Disabled, ExitCode, Failed, FleetgateError, HaltedMixed, StoodDown, UsageError
+from pipelines.gates import SUCCESS, judge
 from pipelines.gitea import GiteaClient
 from pipelines.lease import Lease
 from pipelines.ledger import Ledger, new_run_id
@@ -248,8 +249,7 @@ class Rollout:
         head = await self.gitea.branch_head(s.branch)
         if head != s.sha and await self.gitea.is_descendant(head, of=s.sha):
             statuses = await self.gitea.combined_status(head)
-            not_green = [c for c in s.required_contexts
-                         if c not in statuses or statuses[c].state != "success"]
+            not_green = [c for c, state in judge(s.required_contexts, statuses).items() if state != SUCCESS]
             if not not_green:
                 self.ledger.record("superseded", reason="branch-head", sha=s.sha, newer_sha=head,
                                    branch=s.branch)
