@@ -101,11 +101,7 @@ def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str]
         # The kill switch and a stand-down are the tool working as meant, not a failure.
         say = out.warn if exc.exit_code in (ExitCode.DISABLED, ExitCode.STOOD_DOWN) else out.error
         say(f"fleetgate {verb}: {exc.message}")
-        if json_mode:
-            from pipelines.output import redact_json
-
-            print(redact_json({"ok": False, "verb": verb, "exit_code": int(exc.exit_code),
-                               "error": exc.message, **exc.details}), flush=True)
+        out.result({"ok": False, "verb": verb, "exit_code": int(exc.exit_code), "error": exc.message, **exc.details})
         return int(exc.exit_code)
     except KeyboardInterrupt:
         out.error(f"fleetgate {verb}: interrupted")
