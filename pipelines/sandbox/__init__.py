@@ -38,7 +38,6 @@ class Sandbox:
     cp_url: str
     tenant_url_template: str
     state: World
-    timings: dict[str, float]
 
     @property
     def base_url(self) -> str:
@@ -47,23 +46,9 @@ class Sandbox:
     @property
     def overlay(self) -> dict[str, Any]:
         """Settings overlay pointing fleetgate at this sandbox (flags still win over it)."""
-        from pipelines.sandbox.scenarios import SANDBOX_LEDGER
+        from pipelines.sandbox.scenarios import overlay
 
-        w = self.state
-        return {
-            "gitea_url": self.gitea_url,
-            "gitea_token": Secret(w.gitea_token),
-            "repo": w.repo,
-            "sha": w.deploy_sha,
-            "branch": "main",
-            "required_contexts": tuple(w.required_contexts),
-            "cp_url": self.cp_url,
-            "prod_cp_url": self.cp_url,  # the sandbox is "production" here, so the URL guard stays live
-            "cp_token": Secret(w.cp_token),
-            "tenant_url_template": self.tenant_url_template,
-            "ledger": SANDBOX_LEDGER,  # rehearsals keep their own ledger: `promote` trusts the real one
-            **self.timings,
-        }
+        return overlay(self.state, self.gitea_url, self.cp_url, self.tenant_url_template)
 
     def env(self) -> dict[str, str]:
         """The overlay as environment variables (sandbox-only tokens: fine to print), named by the
@@ -125,7 +110,7 @@ async def serve(scenario: str | Scenario = "happy", *, tenants: int | None = Non
 
     `ports` (Gitea, CP, tenants): 0 picks a free port. An unknown scenario name raises KeyError.
     """
-    from pipelines.sandbox.scenarios import TIMINGS, build_world
+    from pipelines.sandbox.scenarios import build_world
 
     world = build_world(scenario, tenants=tenants)
     sockets: list[socket.socket] = []
@@ -148,8 +133,7 @@ async def serve(scenario: str | Scenario = "happy", *, tenants: int | None = Non
             await server.start(sock)
             servers.append(server)
         yield Sandbox(gitea_url=world.gitea_url, cp_url=world.cp_url,
-                      tenant_url_template=world.tenants_url + "/tenants/{slug}", state=world,
-                      timings=dict(TIMINGS))
+                      tenant_url_template=world.tenants_url + "/tenants/{slug}", state=world)
     finally:
         world.close()  # scripted-slow answers return now
         with anyio.CancelScope(shield=True):

@@ -12,14 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.redact import Secret
-from pipelines.sandbox.world import (
-    CP_TOKEN,
-    GITEA_TOKEN,
-    KILL_SWITCH_VARIABLE,
-    READ,
-    World,
-    fake_sha,
-)
+from pipelines.sandbox.world import KILL_SWITCH_VARIABLE, READ, World
 
 REQUIRED_CONTEXTS = ("CI / test (push)", "CI / lint (push)", "CI / all-required (push)")
 OPTIONAL_CONTEXT = "Security / scan (push)"
@@ -308,22 +301,27 @@ def build_world(scenario: str | Scenario = "happy", *, tenants: int | None = Non
     return world
 
 
-def placeholder_overlay() -> dict[str, Any]:
-    """Overlay-shaped valid values, to validate settings before the sandbox starts."""
+def overlay(w: World, gitea_url: str, cp_url: str, tenant_url_template: str) -> dict[str, Any]:
+    """Settings overlay pointing fleetgate at a world served on these URLs (flags still win over it)."""
     return {
-        "gitea_url": "http://127.0.0.1:1",
-        "gitea_token": Secret(GITEA_TOKEN),
-        "repo": "acme/fleet",
-        "sha": fake_sha("c2"),
+        "gitea_url": gitea_url,
+        "gitea_token": Secret(w.gitea_token),
+        "repo": w.repo,
+        "sha": w.deploy_sha,
         "branch": "main",
-        "required_contexts": REQUIRED_CONTEXTS,
-        "cp_url": "http://127.0.0.1:2",
-        "prod_cp_url": "http://127.0.0.1:2",
-        "cp_token": Secret(CP_TOKEN),
-        "tenant_url_template": "http://127.0.0.1:3/tenants/{slug}",
-        "ledger": SANDBOX_LEDGER,
+        "required_contexts": tuple(w.required_contexts),
+        "cp_url": cp_url,
+        "prod_cp_url": cp_url,  # the sandbox is "production" here, so the URL guard stays live
+        "cp_token": Secret(w.cp_token),
+        "tenant_url_template": tenant_url_template,
+        "ledger": SANDBOX_LEDGER,  # rehearsals keep their own ledger: `promote` trusts the real one
         **TIMINGS,
     }
+
+
+def placeholder_overlay() -> dict[str, Any]:
+    """Overlay-shaped valid values, to validate settings before the sandbox starts."""
+    return overlay(base_world(0), "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3/tenants/{slug}")
 
 
 def describe() -> str:
