@@ -3,8 +3,8 @@
 One call lists the tenants (a dry run), one scoped call redeploys one wave. Everything the CP says
 is untrusted: answers are parsed defensively (anything malformed is `Failed`, never a crash),
 slugs must match `SLUG_RE` (a hostile one fails the run and is never requested), and a row's
-`error` text is redacted and truncated before it can reach any output. The raw body is never
-printed, logged or kept.
+`error` text is redacted (escape sequences, secrets, control characters) and truncated before it
+can reach any output. The raw body is never printed, logged or kept.
 
 `Authorization: Bearer` goes only to the CP origin: the request URL is built from `cp_url`,
 redirects are not followed, and the client ignores the environment (`trust_env=False`: no proxy
@@ -68,12 +68,6 @@ class _Retryable(Exception):
 
 
 _RETRIED_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, _Retryable)
-
-
-def clean_text(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
-    """Untrusted text made safe for any output: escape sequences dropped, then `redact` (secrets,
-    credentials in URLs, control characters), one line, truncated."""
-    return redact(text, limit=limit)
 
 
 def escaped_slug(value: object) -> str:
@@ -218,7 +212,7 @@ def _parse_answer(status: int, raw: bytes, *, expected: set[str] | None) -> CPAn
     if not 200 <= status < 300:
         said = ""
         if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"].strip():
-            said = f": {clean_text(data['error'])}"
+            said = f": {redact(data['error'], limit=ERROR_TEXT_LIMIT)}"
         raise Failed(f"{where}: refused{said}")
     if not isinstance(data, dict):
         raise Failed(f"{where}: answer is not a JSON object")
@@ -228,7 +222,7 @@ def _parse_answer(status: int, raw: bytes, *, expected: set[str] | None) -> CPAn
     error_field = data.get("error")
     if error_field is not None and not isinstance(error_field, str):
         raise Failed(f"{where}: `error` is not a string")
-    error = clean_text(error_field or "")
+    error = redact(error_field or "", limit=ERROR_TEXT_LIMIT)
     if not ok:
         raise Failed(f"{where}: ok: false — {error or 'no reason given'}")
     results = data.get("results")
@@ -253,7 +247,7 @@ def _parse_row(item: Any, index: int, where: str) -> CPRow:
             return ""
         if not isinstance(value, str):
             raise Failed(f"{where}: results[{index}].{name} is not a string")
-        return clean_text(value)
+        return redact(value, limit=ERROR_TEXT_LIMIT)
 
     def flag(name: str) -> bool | None:
         value = item.get(name)

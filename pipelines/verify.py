@@ -31,9 +31,10 @@ from typing import Any
 import anyio
 import httpx
 
-from pipelines.cp import CPClient, check_slug, clean_text, escaped_slug
+from pipelines.cp import CPClient, check_slug, escaped_slug
 from pipelines.errors import Failed, UsageError
 from pipelines.output import Output
+from pipelines.redact import redact
 from pipelines.settings import SHA_RE, SLUG_RE, Settings
 
 BUILDINFO_PATH = "/buildinfo"
@@ -161,7 +162,7 @@ class BuildinfoReader:
             return reading("invalid", "not JSON")
         git_sha = data.get("git_sha") if isinstance(data, dict) else None
         if not isinstance(git_sha, str) or not SHA_RE.match(git_sha):
-            shown = clean_text(repr(git_sha), limit=60) if isinstance(data, dict) else "not an object"
+            shown = redact(repr(git_sha), limit=60) if isinstance(data, dict) else "not an object"
             return reading("invalid", f"git_sha is not a 40-hex SHA: {shown}")
         if expected is None:
             return reading("read", seen=git_sha)
