@@ -437,10 +437,8 @@ def resolve(
                 else:
                     if o.name in config:
                         raw, where = config[o.name], f"{config_source}: {o.name}"
-        if raw is None:
+        if raw is None:  # an unset secret stays None (REQUIRED); any other unset required setting is ""
             values[o.name] = "" if o.default is REQUIRED and o.kind is not Kind.SECRET else o.default
-            if o.default is REQUIRED and o.kind is Kind.SECRET:
-                values[o.name] = None
         else:
             values[o.name] = _convert(o, raw, where)
     s = Settings(**values)
