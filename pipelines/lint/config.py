@@ -45,7 +45,6 @@ class LintConfig:
     # Each entry: regexes that must all match for the file to be a production deploy.
     production: tuple[tuple[re.Pattern[str], ...], ...] = field(
         default_factory=lambda: compile_patterns(DEFAULT_PRODUCTION_PATTERNS, "defaults"))
-    source: str = ""
 
 
 def compile_patterns(entries: Sequence[Sequence[str]], where: str) -> tuple[tuple[re.Pattern[str], ...], ...]:
@@ -105,8 +104,7 @@ def load_lint_config(path: Path | None, known_rules: frozenset[str],
             raise UsageError(f"{where}: unknown rule {rule_id!r} in disable")
         if rule_id in undisableable:
             raise UsageError(f"{where}: {rule_id} cannot be disabled")
-    if "production_patterns" in table:
-        production = compile_patterns(_as_groups(table["production_patterns"], where), where)
-    else:
-        production = compile_patterns(DEFAULT_PRODUCTION_PATTERNS, "defaults")
-    return LintConfig(disable=disable, production=production, source=str(p))
+    if "production_patterns" not in table:
+        return LintConfig(disable=disable)
+    return LintConfig(disable=disable,
+                      production=compile_patterns(_as_groups(table["production_patterns"], where), where))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -65,7 +65,6 @@ class Rule:
     check_all: ProjectCheck | None = None
     production_only: bool = False
     suppressible: bool = True
-    help: str = field(default="")
 
     def finding(self, file: str, hit: Hit) -> Finding:
         return Finding(self.id, self.severity, file, hit.line, hit.column, hit.message, self.why)

@@ -209,10 +209,6 @@ class World:
     def close(self) -> None:
         self._closing_event().set()
 
-    @property
-    def closing(self) -> bool:
-        return self._closing is not None and self._closing.is_set()
-
     # ------------------------------------------------------------------ history
 
     @property
