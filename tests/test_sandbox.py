@@ -149,7 +149,9 @@ def test_cli_refuses_bad_input_before_serving(capsys: pytest.CaptureFixture[str]
     assert sandbox_main("no-such-scenario") == 2
     assert sandbox_main("happy", port=65535) == 2
     assert sandbox_main("happy", tenants=-1) == 2
-    assert "unknown scenario" in capsys.readouterr().err
+    assert sandbox_main("stuck-tenant", tenants=0) == 2  # the scenario shapes a tenant it would not have
+    err = capsys.readouterr().err
+    assert "unknown scenario" in err and "at least one tenant" in err
 
 
 def test_cli_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:

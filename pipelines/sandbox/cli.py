@@ -14,7 +14,7 @@ import anyio
 
 from pipelines.errors import ExitCode
 from pipelines.sandbox import Sandbox, serve
-from pipelines.sandbox.scenarios import SCENARIOS, describe
+from pipelines.sandbox.scenarios import SCENARIOS, build_world, describe
 
 MAX_BASE_PORT = 65535 - 2  # Gitea on N, the CP on N+1, the tenants on N+2
 
@@ -31,6 +31,11 @@ def main(scenario: str = "happy", port: int = 0, tenants: int | None = None) -> 
         return int(ExitCode.USAGE)
     if tenants is not None and tenants < 0:
         _say(f"fleetgate sandbox: --tenants must be ≥ 0, got {tenants}")
+        return int(ExitCode.USAGE)
+    try:
+        build_world(scenario, tenants=tenants)  # a scenario may shape a tenant the count leaves out
+    except ValueError as exc:
+        _say(f"fleetgate sandbox: scenario {scenario!r} with --tenants {tenants}: {exc}")
         return int(ExitCode.USAGE)
     ports = (port, port + 1, port + 2) if port else (0, 0, 0)
     try:
