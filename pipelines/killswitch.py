@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.errors import Disabled, Failed
+from pipelines.errors import Disabled, UsageError
 from pipelines.gitea import GiteaClient
 from pipelines.output import Output
 from pipelines.settings import Settings, switch_engaged
@@ -42,14 +42,16 @@ async def live_reason(gitea: GiteaClient) -> str | None:
 
 
 def require_live_token(settings: Settings) -> None:
-    """The live read needs a Gitea token; without one it cannot happen, and we do not guess."""
+    """The live read needs a Gitea token; without one it cannot happen, and we do not guess.
+    A missing token is configuration (exit 2, like every verb that needs one); a token Gitea rejects is exit 1."""
     if settings.live_kill_switch and settings.gitea_token is None:
-        raise Failed(f"--gitea-token (GITEA_TOKEN) is missing, so the live kill switch ({VARIABLE}) cannot "
+        raise UsageError(f"--gitea-token (GITEA_TOKEN) is missing, so the live kill switch ({VARIABLE}) cannot "
                      "be read; give a token that can read Actions variables, or pass --no-live-kill-switch")
 
 
 async def run(settings: Settings, out: Output) -> dict[str, Any]:
-    """`assert-enabled`: exit 0 when the switch is off, 3 when engaged, 1 when it cannot be read."""
+    """`assert-enabled`: exit 0 when the switch is off, 3 when engaged, 1 when it cannot be read,
+    2 when there is no token to read it with."""
     check_plan_time(settings)
     if not settings.live_kill_switch:
         out.warn(f"live kill switch not read (--no-live-kill-switch); {VARIABLE} from the environment is off")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from loopback import run_main
 
-from pipelines.errors import Disabled, ExitCode, Failed
+from pipelines.errors import Disabled, ExitCode, Failed, UsageError
 from pipelines.gitea import GiteaClient
 from pipelines.killswitch import VARIABLE, check_plan_time, live_reason, run
 from pipelines.output import Output
@@ -105,9 +105,9 @@ async def test_a_rejected_token_fails_closed() -> None:
             await run(settings_for(sb), quiet())
 
 
-async def test_missing_token_fails_closed_without_contacting_gitea() -> None:
+async def test_missing_token_is_a_usage_error_without_contacting_gitea() -> None:
     async with serve("kill-switch-engaged") as sb:
-        with pytest.raises(Failed, match="--no-live-kill-switch"):
+        with pytest.raises(UsageError, match="--no-live-kill-switch"):
             await run(settings_for(sb, gitea_token=None), quiet())
         assert sb.state.requests == []
         result = await run(settings_for(sb, gitea_token=None, live_kill_switch=False), quiet())
