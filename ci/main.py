@@ -115,7 +115,7 @@ async def run_verb(verb: str, params: dict[str, Any], config_text: str) -> dict[
             params = {**params, "config_path": path}
             result: dict[str, Any] = await run_with_settings(verb, func, params, {}, out)
     except FleetgateError as exc:
-        out.error(f"fleetgate {verb}: {exc.message}")
+        out.verb_ended(verb, exc)
         raise VerbFailed(verb, exc.message, exc.exit_code) from None
     code = int(result.get("exit_code", ExitCode.OK))
     if code != ExitCode.OK:

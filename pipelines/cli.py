@@ -98,9 +98,7 @@ def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str]
 
         result: dict[str, Any] = anyio.run(run_with_settings, verb, func, params, env, out)
     except FleetgateError as exc:
-        # The kill switch and a stand-down are the tool working as meant, not a failure.
-        say = out.warn if exc.exit_code in (ExitCode.DISABLED, ExitCode.STOOD_DOWN) else out.error
-        say(f"fleetgate {verb}: {exc.message}")
+        out.verb_ended(verb, exc)
         out.result({"ok": False, "verb": verb, "exit_code": int(exc.exit_code), "error": exc.message, **exc.details})
         return int(exc.exit_code)
     except KeyboardInterrupt:

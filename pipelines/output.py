@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
+from pipelines.errors import ExitCode, FleetgateError
 from pipelines.redact import redact
 
 if TYPE_CHECKING:
@@ -72,6 +73,12 @@ class Output:
 
     def error(self, message: str) -> None:
         self._say("error", message)
+
+    def verb_ended(self, verb: str, exc: FleetgateError) -> None:
+        """A verb's last line when it ends with an exit code other than 0 (CLI and Dagger alike).
+        The kill switch and a stand-down are the tool working as meant: a notice, not a failure."""
+        say = self.warn if exc.exit_code in (ExitCode.DISABLED, ExitCode.STOOD_DOWN) else self.error
+        say(f"fleetgate {verb}: {exc.message}")
 
     async def pause(self, seconds: float, label: str) -> None:
         """Sleep `seconds`; on a terminal, show `label` with a live countdown meanwhile."""
