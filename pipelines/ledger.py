@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -112,11 +113,20 @@ def verified_shas(path: str | Path) -> set[str]:
     }
 
 
+_JOB_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 def new_run_id(env: Mapping[str, str] | None = None) -> str:
-    """`GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT` in Actions (attempt defaults to 1), else `local-<random>`."""
+    """`GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT[-GITHUB_JOB]` in Actions (attempt defaults to 1), else `local-<random>`.
+
+    The run id is also the lease holder's name: a re-run of the same job reclaims its own lease, and
+    the job name keeps two deploying jobs of one workflow run from sharing it.
+    """
     env = os.environ if env is None else env
     run = env.get("GITHUB_RUN_ID", "").strip()
     if run and run.isalnum() and len(run) <= 40:
         attempt = env.get("GITHUB_RUN_ATTEMPT", "").strip()
-        return f"{run}-{attempt if attempt.isdigit() and len(attempt) <= 6 else '1'}"
+        run_id = f"{run}-{attempt if attempt.isdigit() and len(attempt) <= 6 else '1'}"
+        job = env.get("GITHUB_JOB", "").strip()
+        return f"{run_id}-{job}" if _JOB_RE.match(job) else run_id
     return f"local-{secrets.token_hex(6)}"
