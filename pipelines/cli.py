@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipelines.errors import ExitCode, FleetgateError, UsageError
+from pipelines.lint.cli import FORMATS as LINT_FORMATS
 
 if TYPE_CHECKING:
     from pipelines.settings import Option
@@ -132,7 +133,7 @@ def cli() -> None:
 
 @cli.command("lint-workflows", context_settings={"ignore_unknown_options": False})
 @click.argument("dirs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["human", "json", "sarif", "github"]), default="human",
+@click.option("--format", "fmt", type=click.Choice(LINT_FORMATS), default="human",
               show_default=True, help="Output format.")
 @click.option("--gitea-version", default="1.22", show_default=True, help="Target Gitea version (decides G8).")
 @click.option("--allow-empty", is_flag=True, default=False, help="A folder with no workflow files is not an error.")
