@@ -105,6 +105,9 @@ def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str]
     except KeyboardInterrupt:
         out.error(f"fleetgate {verb}: interrupted")
         return int(ExitCode.FAILED)
+    except OSError as exc:  # a full disk or a vanished ledger folder mid-run: one line, fail closed
+        out.error(f"fleetgate {verb}: {exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": "))
+        return int(ExitCode.FAILED)
     return int(result.get("exit_code", ExitCode.OK))
 
 

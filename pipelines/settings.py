@@ -7,6 +7,7 @@ validation are all derived from it. Precedence: flag > (sandbox) > env > fleetga
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import tomllib
@@ -472,4 +473,18 @@ def _check_required(verb: str, s: Settings) -> Settings:
         check_cp_url(s.cp_url, s.prod_cp_url, s.allow_non_prod_cp_url)
     if Group.REGISTRY in groups and not s.image:
         raise UsageError("--image (or FLEETGATE_IMAGE) is required: the image repository to promote in")
+    if Group.LEDGER in groups and verb != "plan":
+        _check_ledger_path(s.ledger)
     return s
+
+
+def _check_ledger_path(ledger: str) -> None:
+    """A ledger that cannot be written would fail the run after its first write: refuse it up front."""
+    path = Path(ledger)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"--ledger: {ledger!r} is a folder; give a file path")
+    if not folder.is_dir():
+        raise UsageError(f"--ledger: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--ledger: {ledger!r} is not writable")

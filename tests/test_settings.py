@@ -225,3 +225,15 @@ def test_the_table_is_consistent() -> None:
     assert all(o.flag == "--" + o.name.replace("_", "-") or o.multiple for o in OPTIONS)
     assert {o.name for o in options_for("wait-gates")} >= {"sha", "repo", "gitea_url", "required_contexts"}
     assert all(o.kind is not Kind.SECRET or not o.default for o in OPTIONS)
+
+
+@pytest.mark.parametrize("ledger, message", [
+    ("/no/such/folder/ledger.jsonl", "does not exist"),
+    (".", "is a folder"),
+])
+def test_an_unwritable_ledger_is_a_usage_error_before_anything_runs(ledger: str, message: str) -> None:
+    env = {"GITHUB_SHA": "a" * 40, "GITHUB_REPOSITORY": "o/r", "GITEA_URL": "https://g.example",
+           "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": "ci", "FLEETGATE_LEDGER": ledger}
+    with pytest.raises(UsageError, match=message):
+        resolve("redeploy", {}, env)
+    resolve("plan", {}, env)  # plan writes no ledger, so it does not care
