@@ -386,12 +386,25 @@ def cli_outcome(
     return code, payload
 
 
+
+GATE_ARGS: dict[str, Any] = {"repo": "acme/fleet", "gitea_url": "http://127.0.0.1:9", "required_context": ["ci"]}
+
+
+def call_function(name: str, **args: Any) -> str:
+    """A `Fleetgate` function run the way the engine runs it: awaited, its string result returned."""
+    from ci.main import Fleetgate
+
+    async def go() -> str:
+        result: str = await getattr(Fleetgate(), name)(**args)
+        return result
+
+    return anyio.run(go)
+
 @pytest.mark.parametrize(("scenario", "exit_code"), [("kill-switch-engaged", 3), ("tenant-on-descendant", 5)])
 def test_a_failing_verb_raises_the_clis_one_line_and_exit_code(
     scenario: str, exit_code: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ci.errors import VerbFailed, exit_code_of
-    from ci.main import Fleetgate
 
     ledger = str(tmp_path / "ledger.jsonl")
     code, payload = cli_outcome(
@@ -399,14 +412,8 @@ def test_a_failing_verb_raises_the_clis_one_line_and_exit_code(
     )
     assert code == exit_code
 
-    async def dagger_call() -> str:
-        result: str = await Fleetgate().deploy_production(
-            source=NoConfig(), sandbox=True, scenario=scenario, ledger=ledger
-        )
-        return result
-
     with pytest.raises(VerbFailed) as raised:
-        anyio.run(dagger_call)
+        call_function("deploy_production", source=NoConfig(), sandbox=True, scenario=scenario, ledger=ledger)
     line = str(raised.value)
     assert line == f"fleetgate deploy-production: {payload['error']} (exit {exit_code})"
     assert "\n" not in line and exit_code_of(line) == exit_code == raised.value.extra["exit_code"]  # type: ignore[index]
@@ -415,15 +422,10 @@ def test_a_failing_verb_raises_the_clis_one_line_and_exit_code(
 def test_a_passing_verb_returns_the_clis_result_as_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ci.main import Fleetgate
 
     ledger = str(tmp_path / "ledger.jsonl")
 
-    async def dagger_call() -> str:
-        result: str = await Fleetgate().deploy_production(source=NoConfig(), sandbox=True, ledger=ledger)
-        return result
-
-    result = json.loads(anyio.run(dagger_call))
+    result = json.loads(call_function("deploy_production", source=NoConfig(), sandbox=True, ledger=ledger))
     assert result["ok"] is True and result["outcome"] == "done" and result["exit_code"] == 0
     assert result["changed"] and not result["stragglers"]
     assert Path(ledger).read_text(encoding="utf-8").count('"event": "done"') == 1
@@ -431,7 +433,6 @@ def test_a_passing_verb_returns_the_clis_result_as_json(
 
 def test_usage_errors_match_the_cli_before_anything_is_contacted(capsys: pytest.CaptureFixture[str]) -> None:
     from ci.errors import VerbFailed
-    from ci.main import Fleetgate
 
     code, payload = cli_outcome(
         "wait-gates",
@@ -445,24 +446,13 @@ def test_usage_errors_match_the_cli_before_anything_is_contacted(capsys: pytest.
     )
     assert code == 2
 
-    async def dagger_call() -> str:
-        result: str = await Fleetgate().wait_gates(
-            source=NoConfig(),
-            sha="not-a-sha",
-            repo="acme/fleet",
-            gitea_url="http://127.0.0.1:9",
-            required_context=["ci"],
-        )
-        return result
-
     with pytest.raises(VerbFailed) as raised:
-        anyio.run(dagger_call)
+        call_function("wait_gates", source=NoConfig(), sha="not-a-sha", **GATE_ARGS)
     assert str(raised.value) == f"fleetgate wait-gates: {payload['error']} (exit 2)"
 
 
 def test_settings_come_from_fleetgate_toml_in_the_source_directory(tmp_path: Path) -> None:
     from ci.errors import VerbFailed
-    from ci.main import Fleetgate
 
     class WithConfig:
         async def exists(self, path: str) -> bool:
@@ -474,16 +464,6 @@ def test_settings_come_from_fleetgate_toml_in_the_source_directory(tmp_path: Pat
         async def contents(self) -> str:
             return "gate_timeout = -5\n"
 
-    async def dagger_call() -> str:
-        result: str = await Fleetgate().wait_gates(
-            source=WithConfig(),
-            sha="a" * 40,
-            repo="acme/fleet",
-            gitea_url="http://127.0.0.1:9",
-            required_context=["ci"],
-        )
-        return result
-
     with pytest.raises(VerbFailed) as raised:
-        anyio.run(dagger_call)
+        call_function("wait_gates", source=WithConfig(), sha="a" * 40, **GATE_ARGS)
     assert raised.value.exit_code == 2 and "fleetgate.toml: gate_timeout" in str(raised.value)
