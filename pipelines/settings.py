@@ -29,6 +29,8 @@ TRUTHY = frozenset({"1", "true", "yes", "on", "disabled", "disable"})
 FALSY = frozenset({"", "0", "false", "no", "off", "enabled", "enable"})
 CONFIG_FILE = "fleetgate.toml"
 TAG_TEMPLATE_FIELDS = ("sha", "short_sha")
+NOTIFY_URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[\x21-\x7e]+$")  # printable ASCII, no white space
+HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
 class Kind(Enum):
@@ -45,6 +47,7 @@ class Kind(Enum):
     SWITCH = "kill switch"
     CANARY = "slug or none"
     TEMPLATE = "template"
+    NUMBER = "number"
 
 
 class Group(Enum):
@@ -61,6 +64,9 @@ class Group(Enum):
     LEASE = "lease"
     LEDGER = "ledger"
     REGISTRY = "registry"
+    APPROVAL = "approval"
+    WATCH = "watch"
+    NOTIFY = "notify"
 
 
 REQUIRED: Any = None  # a required setting has no default; the verb that needs it says so
@@ -126,6 +132,7 @@ C, G, GT, K, CP, R, T, L, LD, RG = (
     Group.TENANTS, Group.LEASE, Group.LEDGER, Group.REGISTRY,
 )
 TG = Group.TAG
+AP, W, N = Group.APPROVAL, Group.WATCH, Group.NOTIFY
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,6 +221,39 @@ class Settings:
     verify_interval: float = opt("--verify-interval", "PROD_AUTO_DEPLOY_VERIFY_INTERVAL_SECONDS", default=5.0,
                                  kind=Kind.SECONDS, group=T, minimum=0.01,
                                  doc="How often unverified tenants' /buildinfo is re-read.")
+    health_path: str = opt("--health-path", "PROD_TENANT_HEALTH_PATH", default="", kind=Kind.STR, group=T,
+                           shown_default="unset",
+                           doc="A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "
+                           "read.")
+    # -- approval after the canary, and the soak watch
+    approve_after_canary: bool = opt("--approve-after-canary", "FLEETGATE_APPROVE_AFTER_CANARY", default=False,
+                                     kind=Kind.BOOL, group=W,
+                                     doc="Pause after the verified canary until the approval context on the SHA "
+                                     "is success (go on) or failure (stop).")
+    approval_context: str = opt("--approval-context", "FLEETGATE_APPROVAL_CONTEXT", default="fleetgate/approve",
+                                kind=Kind.STR, group=AP,
+                                doc="The status context that approves (success) or rejects (failure) a paused run.")
+    approval_timeout: float = opt("--approval-timeout", "FLEETGATE_APPROVAL_TIMEOUT_SECONDS", default=3600.0,
+                                  kind=Kind.SECONDS, group=W, minimum=0,
+                                  doc="How long to wait for approval before failing.")
+    prometheus_url: str = opt("--prometheus-url", "FLEETGATE_PROMETHEUS_URL", default="", kind=Kind.URL, group=W,
+                              shown_default="unset",
+                              doc="Prometheus base URL for --analysis-query (no token is sent to it).")
+    analysis_query: str = opt("--analysis-query", "FLEETGATE_ANALYSIS_QUERY", default="", kind=Kind.STR, group=W,
+                              shown_default="unset",
+                              doc="A PromQL instant query evaluated on every soak-watch tick; its value must stay "
+                              "≤ --analysis-max.")
+    analysis_max: float = opt("--analysis-max", "FLEETGATE_ANALYSIS_MAX", default=0.0, kind=Kind.NUMBER, group=W,
+                              doc="The largest acceptable value of the query; above it fails the wave.")
+    analysis_inconclusive_limit: int = opt(
+        "--analysis-inconclusive-limit", "FLEETGATE_ANALYSIS_INCONCLUSIVE_LIMIT", default=3, kind=Kind.INT,
+        group=W, minimum=1,
+        doc="Consecutive ticks with no data or an error before the analysis fails closed.")
+    notify: tuple[Secret, ...] = opt(
+        "--notify", "FLEETGATE_NOTIFY", default=(), kind=Kind.SECRET, group=N, multiple=True,
+        doc="Where to tell people how a run ended (and that it waits for approval): Apprise URLs (slack://, "
+        "msteams://, json://host/path, mailto://; repeatable; env: comma or newline separated). Secrets, never "
+        "printed; a failed notification is a warning, never a failed deploy.")
     # -- lease
     lease: bool = opt("--lease", "FLEETGATE_USE_LEASE", default=True, kind=Kind.BOOL, group=L, negatable=True,
                       doc="Serialise deploys through a lease held in Gitea; --no-lease is shown in the plan.")
@@ -260,7 +300,7 @@ def _rows() -> tuple[Option, ...]:
 OPTIONS: tuple[Option, ...] = _rows()
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
-ALL_DEPLOY = (C, G, GT, K, CP, R, TG, T, L, LD)
+ALL_DEPLOY = (C, G, GT, K, CP, R, TG, T, L, LD, AP, W, N)
 VERB_GROUPS: dict[str, tuple[Group, ...]] = {
     "plan": ALL_DEPLOY,
     "wait-gates": (C, G, GT),
@@ -268,7 +308,7 @@ VERB_GROUPS: dict[str, tuple[Group, ...]] = {
     "rollout": ALL_DEPLOY,
     "verify": (C, CP, T),
     "deploy-production": ALL_DEPLOY,
-    "redeploy": (C, G, CP, R, TG, T, L, LD),
+    "redeploy": (C, G, CP, R, TG, T, L, LD, AP, W, N),
     "promote": (C, CP, TG, T, LD, RG),
 }
 
@@ -336,6 +376,14 @@ def normalise_url(text: str, where: str) -> str:
 def _convert(o: Option, raw: Any, where: str) -> Any:
     """Turn a raw value (str from env/flag, or a TOML value) into the setting's type, validated."""
     k = o.kind
+    if k is Kind.SECRET and o.multiple:  # --notify: a list of secrets; the message never echoes one
+        parts = raw if isinstance(raw, list | tuple) else [raw]
+        texts = [p.strip() for part in parts
+                 for p in re.split(r"[,\n]", part.reveal() if isinstance(part, Secret) else str(part))]
+        for n, text in enumerate((t for t in texts if t), start=1):
+            if not NOTIFY_URL_RE.match(text):
+                raise UsageError(f"{where}: item {n} is not a URL like scheme://… (not shown: it is a secret)")
+        return tuple(Secret(t) for t in dict.fromkeys(t for t in texts if t))
     if k is Kind.SECRET:
         if isinstance(raw, Secret):  # the sandbox overlay hands over Secrets, never their text
             return raw if raw.reveal().strip() else None
@@ -348,7 +396,7 @@ def _convert(o: Option, raw: Any, where: str) -> Any:
         return tuple(dict.fromkeys(i for i in items if i))
     if k is Kind.BOOL:
         return raw if isinstance(raw, bool) else _bool(str(raw), where)
-    if k in (Kind.INT, Kind.SECONDS):
+    if k in (Kind.INT, Kind.SECONDS, Kind.NUMBER):
         try:
             num: float = int(str(raw).strip()) if k is Kind.INT else float(str(raw).strip())
         except ValueError:
@@ -469,6 +517,13 @@ def _check_required(verb: str, s: Settings) -> Settings:
         if "{slug}" not in s.tenant_url_template:
             raise UsageError("--tenant-url-template must contain {slug}")
         normalise_url(s.tenant_url("probe"), "--tenant-url-template")
+    if Group.TENANTS in groups and s.health_path:
+        if not HEALTH_PATH_RE.match(s.health_path) or any(seg in (".", "..") for seg in s.health_path.split("/")):
+            raise UsageError(f"--health-path: expected a plain path like /healthz, got {s.health_path[:80]!r}")
+    if Group.APPROVAL in groups and not s.approval_context.strip():
+        raise UsageError("--approval-context must not be empty")
+    if Group.WATCH in groups and s.analysis_query and not s.prometheus_url:
+        raise UsageError("--analysis-query needs --prometheus-url (or FLEETGATE_PROMETHEUS_URL)")
     if Group.CP in groups:
         check_cp_url(s.cp_url, s.prod_cp_url, s.allow_non_prod_cp_url)
     if Group.REGISTRY in groups and not s.image:
