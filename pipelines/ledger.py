@@ -28,7 +28,7 @@ from pipelines.settings import SHA_RE
 
 EVENTS = frozenset({
     "plan", "gate", "kill_switch", "lease", "wave_start", "cp_call", "wave_verified", "wave_failed",
-    "soak", "rollback", "halt", "superseded", "done",
+    "soak", "approval", "rollback", "halt", "superseded", "notify", "done",
 })
 LEASE_ACTIONS = frozenset({"taken", "renewed", "broken", "released"})
 RESERVED = frozenset({"ts", "run_id", "event"})

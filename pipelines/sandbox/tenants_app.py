@@ -3,6 +3,9 @@
 Per-tenant behaviour (`Tenant.buildinfo`): ok, unreachable (502 from the load balancer, connection
 closed), non-json, bad-shape, slow (answers after `slow_seconds`), redirect (to another origin whose
 answer would falsely "verify" it: following it is the bug this catches).
+`GET /tenants/{slug}/healthz` answers `Tenant.health`; `GET /metrics` (Prometheus text format)
+exposes every tenant's error counter, which climbs once a tenant with `errors_per_scrape` runs the
+deploy SHA — what `--analysis-query` is tested against through a real Prometheus.
 """
 
 from __future__ import annotations
@@ -41,4 +44,23 @@ def build_app(world: World) -> ASGIApp:
             return JSONResponse({"sha": sha, "git_sha": None})
         return JSONResponse({"git_sha": sha, "built_at": "2026-01-01T00:00:00Z"})
 
-    return Starlette(routes=[Route("/tenants/{slug}/buildinfo", buildinfo, methods=["GET"])])
+    async def health(request: Request) -> Response:
+        tenant = world.tenants.get(request.path_params["slug"])
+        if tenant is None:
+            return Response("no such tenant\n", status_code=404, media_type="text/plain")
+        return Response("ok\n" if tenant.health < 300 else "unhealthy\n", status_code=tenant.health,
+                        media_type="text/plain")
+
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format: each tenant's error counter (climbing once it runs the deploy SHA)."""
+        lines = ["# HELP fleetgate_sandbox_errors_total Errors a sandbox tenant served.",
+                 "# TYPE fleetgate_sandbox_errors_total counter"]
+        for slug, tenant in sorted(world.tenants.items()):
+            if tenant.errors_per_scrape and tenant.sha == world.deploy_sha:
+                tenant.errors_total += tenant.errors_per_scrape
+            lines.append(f'fleetgate_sandbox_errors_total{{slug="{slug}"}} {tenant.errors_total:g}')
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/tenants/{slug}/buildinfo", buildinfo, methods=["GET"]),
+                             Route("/tenants/{slug}/healthz", health, methods=["GET"]),
+                             Route("/metrics", metrics, methods=["GET"])])

@@ -82,6 +82,9 @@ class Tenant:
     boot_reads: int = 0  # after a redeploy, /buildinfo reports the old SHA for this many more reads
     buildinfo: str = "ok"  # one of BUILDINFO_MODES
     slow_seconds: float = 30.0  # how long a "slow" /buildinfo takes to answer
+    health: int = 200  # what its health path (e.g. /healthz) answers
+    errors_per_scrape: float = 0.0  # once it runs the deploy SHA, /metrics's error counter climbs this much per read
+    errors_total: float = 0.0
     # internal: a redeploy that has not booted yet
     pending_sha: str | None = None
     reads_until_boot: int = 0
