@@ -70,7 +70,7 @@ def test_unknown_events_and_reserved_keys_are_programming_errors(tmp_path: Path)
         ledger.record("lease", action="stolen")
     assert not (tmp_path / "l.jsonl").exists()
     assert {"plan", "gate", "kill_switch", "lease", "wave_start", "cp_call", "wave_verified", "wave_failed",
-            "soak", "rollback", "halt", "superseded", "done"} == EVENTS
+            "soak", "approval", "rollback", "halt", "superseded", "notify", "done"} == EVENTS
 
 
 def test_verified_shas_needs_a_verified_real_done(tmp_path: Path) -> None:
