@@ -51,8 +51,9 @@ from pipelines.settings import (
 PYTHON_IMAGE = "docker.io/library/python:3.11.7-slim-bookworm"
 PIP_CACHE = "fleetgate-pip-python3.11"
 SRC = "/src"
-# Test-time system packages: the promote tests run Debian's registry and need openssl for its tokens.
-TEST_APT_PACKAGES = ("docker-registry", "openssl")
+# Test-time system packages: the promote tests run Debian's registry and need openssl for its tokens;
+# the analysis tests run a real Prometheus.
+TEST_APT_PACKAGES = ("docker-registry", "openssl", "prometheus")
 
 E = ExitCode
 # Which CLI exit codes each verb's failures correspond to (CONTRACT §3), for the function docs.
@@ -65,6 +66,7 @@ VERB_EXIT_CODES: dict[str, tuple[ExitCode, ...]] = {
     "deploy-production": (E.FAILED, E.USAGE, E.DISABLED, E.HALTED_MIXED, E.STOOD_DOWN),
     "redeploy": (E.FAILED, E.USAGE, E.HALTED_MIXED),
     "promote": (E.FAILED, E.USAGE),
+    "approve": (E.FAILED, E.USAGE),
 }
 
 # Arguments a verb has besides its settings: the CLI's VERB_EXTRAS and --sandbox/--scenario.
@@ -73,6 +75,8 @@ VERB_EXTRAS: dict[str, tuple[ExtraArg, ...]] = {
                         "Verify only these tenant slugs (comma-separated)."),),
     "redeploy": (ExtraArg("break_lease", bool, False,
                           "Emergency: take over another run's lease (recorded in the ledger)."),),
+    "approve": (ExtraArg("reject", bool, False, "Post failure instead: the paused run stops (exit 1, or rolls back)."),
+                ExtraArg("comment", str | None, None, "One line shown as the status's description in Gitea.")),
 }
 SANDBOX_ARGS: tuple[ExtraArg, ...] = (
     ExtraArg("sandbox", bool, False, "Start a simulated Gitea + control plane + fleet on 127.0.0.1 (inside "
@@ -328,6 +332,7 @@ class Fleetgate:
     deploy_production = verb_function("deploy-production")
     redeploy = verb_function("redeploy")
     promote = verb_function("promote")
+    approve = verb_function("approve")
 
     publish_and_deploy = never_cached(
         generated_method(

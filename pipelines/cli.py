@@ -33,6 +33,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "redeploy": ("pipelines.deploy:redeploy",
                  "Manual redeploy / rollback to an explicit known-good tag and SHA."),
     "promote": ("pipelines.registry:run", "Re-point a moving tag to the verified image (after a verified rollout)."),
+    "approve": ("pipelines.approve:run",
+                "Approve (or --reject) a run paused after its canary: posts the --approval-context status on --sha."),
 }
 
 
@@ -65,6 +67,10 @@ VERB_EXTRAS: dict[str, list[Callable[[Any], Any]]] = {
     "verify": [click.option("--only", "only", multiple=True, help="Verify only these tenant slugs (repeatable).")],
     "redeploy": [click.option("--break-lease", "break_lease", is_flag=True, default=False,
                               help="Emergency: take over another run's lease (recorded in the ledger).")],
+    "approve": [click.option("--reject", "reject", is_flag=True, default=False,
+                             help="Post failure instead: the paused run stops (exit 1, or rolls back)."),
+                click.option("--comment", "comment", default=None, metavar="TEXT",
+                             help="One line shown as the status's description in Gitea.")],
 }
 
 

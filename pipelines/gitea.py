@@ -34,6 +34,8 @@ logging.getLogger("stamina").addHandler(logging.NullHandler())
 PAGE_LIMIT = 50  # Gitea caps `limit` at 50 (shared/contracts/README.md, fact 4)
 MAX_PAGES = 200  # 10,000 contexts: beyond that something is wrong, not merely big
 READ_PERMISSION = "read:repository"
+WRITE_STATUS_PERMISSION = "write:repository (commit statuses)"
+STATUS_STATES = frozenset({"pending", "success", "error", "failure", "warning"})
 WRITE_VARIABLES_PERMISSION = "write:repository / Actions variables"
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -47,6 +49,7 @@ class CommitStatus:
     target_url: str
     description: str
     id: int = 0  # Gitea's status id: the higher one is newer when a context shows up twice
+    creator: str = ""  # who posted it (`creator.login`): the approver of `fleetgate/approve`
 
 
 class _RetryableAnswer(Exception):
@@ -133,12 +136,15 @@ class GiteaClient:
 
     async def _request(self, method: str, path: str, *, what: str, permission: str,
                        accept: frozenset[int] = frozenset(), params: dict[str, Any] | None = None,
-                       json: Any = None) -> httpx.Response:
-        """One logical request: 2xx or a status in `accept` is returned; the rest fails or retries."""
+                       json: Any = None, retry: bool = True) -> httpx.Response:
+        """One logical request: 2xx or a status in `accept` is returned; the rest fails or retries
+        (`retry=False`: one attempt, for a write the transport must never repeat on its own)."""
         started = time.monotonic()
         last_problem = "no answer"
 
         def retry_hook(exc: Exception) -> bool | float:
+            if not retry:
+                return False
             if isinstance(exc, _RetryableAnswer):
                 if exc.retry_after is None:
                     return True
@@ -256,13 +262,29 @@ class GiteaClient:
         target_url = entry.get("target_url")
         description = entry.get("description")
         ident = entry.get("id")
+        creator = entry.get("creator")
+        login = creator.get("login") if isinstance(creator, dict) else None
         return CommitStatus(
             context=context,
             state=state.strip().lower(),
             target_url=target_url if isinstance(target_url, str) else "",
             description=description if isinstance(description, str) else "",
             id=ident if isinstance(ident, int) and not isinstance(ident, bool) else 0,
+            creator=redact(login, limit=80) if isinstance(login, str) else "",
         )
+
+    async def create_status(self, sha: str, state: str, context: str, description: str,
+                            target_url: str | None = None) -> CommitStatus:
+        """Post a commit status (one attempt: a write); the answer says who posted it (`creator`)."""
+        if state not in STATUS_STATES:
+            raise ValueError(f"unknown commit status state {state!r}")
+        what = f"create status {context!r} on {sha[:12]}"
+        body: dict[str, Any] = {"state": state, "context": context, "description": description}
+        if target_url:
+            body["target_url"] = target_url
+        resp = await self._request("POST", f"/statuses/{quote(sha, safe='')}", what=what,
+                                   permission=WRITE_STATUS_PERMISSION, json=body, retry=False)
+        return self._parse_status(self._json(resp, what), what)
 
     # ------------------------------------------------------------------ Actions variables
 

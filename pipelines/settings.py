@@ -310,6 +310,7 @@ VERB_GROUPS: dict[str, tuple[Group, ...]] = {
     "deploy-production": ALL_DEPLOY,
     "redeploy": (C, G, CP, R, TG, T, L, LD, AP, W, N),
     "promote": (C, CP, TG, T, LD, RG),
+    "approve": (C, G, AP),
 }
 
 

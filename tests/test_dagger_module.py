@@ -44,6 +44,7 @@ EXPECTED_FUNCTIONS = {
     "deploy-production",
     "redeploy",
     "promote",
+    "approve",
     "publish-and-deploy",
 }
 

@@ -18,7 +18,7 @@ from test_dagger_readme import check_call, dagger_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".gitea" / "workflows"
-FILES = ("publish-and-deploy.yml", "manual-redeploy.yml", "self-test.yml")
+FILES = ("publish-and-deploy.yml", "manual-redeploy.yml", "self-test.yml", "approve-deploy.yml")
 
 
 def load(name: str) -> dict[object, object]:
@@ -66,6 +66,7 @@ def test_every_dagger_call_in_a_workflow_is_a_registered_function_with_its_flags
         "publish-and-deploy.yml": "publish-and-deploy",
         "manual-redeploy.yml": "redeploy",
         "self-test.yml": "self-test",
+        "approve-deploy.yml": "approve",
     }
 
 
@@ -75,6 +76,13 @@ def test_triggers_and_the_manual_target() -> None:
     assert manual == {"workflow_dispatch": None}  # no inputs: Gitea 1.22 drops them
     text = (WORKFLOWS / "manual-redeploy.yml").read_text(encoding="utf-8")
     assert "vars.PROD_MANUAL_REDEPLOY_TARGET_TAG" in text and '--target-tag "$TARGET_TAG"' in text
+
+
+def test_approve_deploy_takes_no_inputs_and_the_sha_from_a_variable() -> None:
+    assert load("approve-deploy.yml")[True] == {"workflow_dispatch": None}  # no inputs: Gitea 1.22 drops them
+    text = (WORKFLOWS / "approve-deploy.yml").read_text(encoding="utf-8")
+    assert "vars.FLEETGATE_APPROVE_SHA" in text and '--sha "$APPROVE_SHA"' in text
+    assert "--gitea-token env://GITEA_TOKEN" in text
 
 
 def test_secrets_reach_dagger_only_as_env_secret_references() -> None:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipelines.sandbox.world import READ, WRITE_VARIABLES, Commit, Status, World, rfc3339
+from pipelines.sandbox.world import READ, WRITE_STATUS, WRITE_VARIABLES, Commit, Status, World, rfc3339
 
 API = "/api/v1/repos/{owner}/{repo}"
 MAX_LIMIT = 50
@@ -27,11 +27,12 @@ def _error(world: World, status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": message, "url": f"{world.gitea_url}/api/swagger"}, status_code=status)
 
 
-def _user(world: World) -> dict[str, Any]:
+def _user(world: World, login: str = "gitea-actions") -> dict[str, Any]:
     return {
-        "id": 1, "login": "gitea-actions", "login_name": "", "full_name": "Gitea Actions",
-        "email": "actions@sandbox.invalid", "avatar_url": f"{world.gitea_url}/avatars/1",
-        "html_url": f"{world.gitea_url}/gitea-actions", "language": "", "is_admin": False,
+        "id": 1 if login == "gitea-actions" else 2, "login": login, "login_name": "",
+        "full_name": "Gitea Actions" if login == "gitea-actions" else login,
+        "email": f"{login}@sandbox.invalid", "avatar_url": f"{world.gitea_url}/avatars/1",
+        "html_url": f"{world.gitea_url}/{login}", "language": "", "is_admin": False,
         "last_login": "0001-01-01T00:00:00Z", "created": "2026-01-01T00:00:00Z", "restricted": False,
         "active": True, "prohibit_login": False, "location": "", "website": "", "description": "",
         "visibility": "public", "followers_count": 0, "following_count": 0, "starred_repos_count": 0,
@@ -43,7 +44,8 @@ def _status_json(world: World, s: Status) -> dict[str, Any]:
         "id": s.id, "status": s.state, "description": s.description,
         "target_url": s.target_url or f"{world.gitea_url}/{world.repo}/actions/runs/{s.id}",
         "url": f"{world.gitea_url}/api/v1/repos/{world.repo}/statuses/{s.sha}", "context": s.context,
-        "creator": _user(world), "created_at": rfc3339(s.created_at), "updated_at": rfc3339(s.created_at),
+        "creator": _user(world, s.creator or "gitea-actions"),
+        "created_at": rfc3339(s.created_at), "updated_at": rfc3339(s.created_at),
     }
 
 
@@ -168,6 +170,33 @@ def build_app(world: World) -> ASGIApp:
         return JSONResponse([_status_json(world, s) for s in chunk],
                             headers=_paged_headers(request, len(history), page, limit))
 
+    async def create_status(request: Request) -> Response:
+        """`POST …/statuses/{sha}` (CreateStatusOption) → 201 CommitStatus, its creator the token's user."""
+        if not repo_ok(request):
+            return not_found(request)
+        token = _token(request) or ""
+        if WRITE_STATUS not in world.gitea_tokens.get(token, set()):
+            return _error(world, 403, "user should have write permission on the repository")
+        sha = world.resolve_ref(request.path_params["sha"])
+        if sha is None:
+            return _error(world, 404, "object does not exist")
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("state") not in ("pending", "success", "error", "failure",
+                                                                     "warning"):
+            return _error(world, 422, "[State]: Required")
+        status = world.set_status(sha, str(body.get("context") or "default"), body["state"],
+                                  description=str(body.get("description") or ""),
+                                  target_url=str(body.get("target_url") or ""),
+                                  creator=world.gitea_users.get(token, "gitea-actions"))
+        assert status is not None
+        return JSONResponse(_status_json(world, status), status_code=201)
+
+    async def user(request: Request) -> Response:
+        return JSONResponse(_user(world, world.gitea_users.get(_token(request) or "", "gitea-actions")))
+
     async def branch(request: Request) -> Response:
         if not repo_ok(request):
             return not_found(request)
@@ -250,6 +279,8 @@ def build_app(world: World) -> ASGIApp:
         Route(API + "/commits/{ref}/status", combined_status, methods=["GET"]),
         Route(API + "/commits/{ref}/statuses", status_list, methods=["GET"]),
         Route(API + "/statuses/{sha}", status_list, methods=["GET"]),
+        Route(API + "/statuses/{sha}", create_status, methods=["POST"]),
+        Route("/api/v1/user", user, methods=["GET"]),
         Route(API + "/branches/{branch}", branch, methods=["GET"]),
         Route(API + "/compare/{basehead:path}", compare, methods=["GET"]),
         Route(API + "/git/commits/{sha}", git_commit, methods=["GET"]),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.redact import Secret
-from pipelines.sandbox.world import KILL_SWITCH_VARIABLE, READ, World
+from pipelines.sandbox.world import KILL_SWITCH_VARIABLE, READ, Approver, World
 
 REQUIRED_CONTEXTS = ("CI / test (push)", "CI / lint (push)", "CI / all-required (push)")
 OPTIONAL_CONTEXT = "Security / scan (push)"
@@ -231,6 +231,29 @@ def _unreachable_tenant(w: World) -> None:
     w.tenants[_slug(w, 3)].buildinfo = "unreachable"
 
 
+def _approver(state: str, after_seconds: float) -> Callable[[World], None]:
+    def shape(w: World) -> None:
+        w.approver = Approver(state=state, after_seconds=after_seconds)
+
+    return shape
+
+
+def _regresses(i: int) -> Callable[[World], None]:
+    def shape(w: World) -> None:
+        w.tenants[_slug(w, i)].regress_after_reads = 1  # verified once, then back on its old SHA
+
+    return shape
+
+
+def _unhealthy_after_deploy(w: World) -> None:
+    w.tenants[_slug(w, 2)].health_on_deploy = 503
+
+
+def _errors_after_deploy(w: World) -> None:
+    for tenant in w.tenants.values():
+        tenant.errors_per_scrape = 1.0
+
+
 _ALL: list[Scenario] = [
     Scenario("happy", "all gates green, seven tenants on the previous release; a clean deploy",
              lambda w: None),
@@ -287,6 +310,20 @@ _ALL: list[Scenario] = [
              _leaky_errors),
     Scenario("unreachable-tenant", "the 4th tenant's /buildinfo answers 502 (a dead instance)",
              _unreachable_tenant),
+    Scenario("canary-approved", "with --approve-after-canary: release-manager approves 1 s after the run starts "
+             "waiting", _approver("success", 1.0)),
+    Scenario("canary-rejected", "with --approve-after-canary: release-manager rejects 0.5 s after the run starts "
+             "waiting", _approver("failure", 0.5)),
+    Scenario("canary-unanswered", "with --approve-after-canary: nobody answers (try --approval-timeout 2)",
+             lambda w: None),
+    Scenario("tenant-regresses", "the 2nd tenant verifies, then falls back to its old SHA during the soak",
+             _regresses(1)),
+    Scenario("canary-regresses", "the canary verifies, then falls back to its old SHA during the soak",
+             _regresses(0)),
+    Scenario("unhealthy-after-deploy", "the 3rd tenant's /healthz answers 503 once it runs the SHA "
+             "(try --health-path /healthz)", _unhealthy_after_deploy),
+    Scenario("errors-after-deploy", "every tenant's error counter on /metrics climbs once it runs the SHA "
+             "(a Prometheus scraping it fails --analysis-query)", _errors_after_deploy),
 ]
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _ALL}
 

@@ -48,8 +48,8 @@ def build_app(world: World) -> ASGIApp:
         tenant = world.tenants.get(request.path_params["slug"])
         if tenant is None:
             return Response("no such tenant\n", status_code=404, media_type="text/plain")
-        return Response("ok\n" if tenant.health < 300 else "unhealthy\n", status_code=tenant.health,
-                        media_type="text/plain")
+        status = world.health_status(tenant)
+        return Response("ok\n" if status < 300 else "unhealthy\n", status_code=status, media_type="text/plain")
 
     async def metrics(request: Request) -> Response:
         """Prometheus text format: each tenant's error counter (climbing once it runs the deploy SHA)."""

@@ -26,6 +26,8 @@ CP_TOKEN = "sandbox-cp-token-fedcba9876543210"  # noqa: S105 - sandbox-only, pri
 
 READ = "read"
 WRITE_VARIABLES = "write:variables"
+WRITE_STATUS = "write:status"
+APPROVER_LOGIN = "release-manager"  # who the sandbox's scripted approver is
 
 # Buildinfo behaviours of a tenant (`Tenant.buildinfo`).
 BUILDINFO_MODES = ("ok", "unreachable", "non-json", "bad-shape", "slow", "redirect")
@@ -59,6 +61,7 @@ class Status:
     description: str
     target_url: str
     created_at: datetime
+    creator: str = ""  # login of who posted it ("" = the Actions user)
 
 
 @dataclass
@@ -83,6 +86,10 @@ class Tenant:
     buildinfo: str = "ok"  # one of BUILDINFO_MODES
     slow_seconds: float = 30.0  # how long a "slow" /buildinfo takes to answer
     health: int = 200  # what its health path (e.g. /healthz) answers
+    health_on_deploy: int = 200  # ... once it runs the deploy SHA
+    regress_after_reads: int = 0  # > 0: after that many /buildinfo reads on the deploy SHA, it falls back
+    previous_sha: str = ""
+    reads_on_deploy: int = 0
     errors_per_scrape: float = 0.0  # once it runs the deploy SHA, /metrics's error counter climbs this much per read
     errors_total: float = 0.0
     # internal: a redeploy that has not booted yet
@@ -137,6 +144,19 @@ class WriteTrigger:
 
 
 @dataclass
+class Approver:
+    """A person who answers `--approve-after-canary`: posts `state` on `context` `after_seconds` after the
+    run first looks for it (a look after the first write: the canary's)."""
+
+    state: str
+    after_seconds: float
+    context: str = "fleetgate/approve"
+    login: str = APPROVER_LOGIN
+    first_look: float | None = None
+    answered: bool = False
+
+
+@dataclass
 class GiteaFaults:
     fail_next: int = 0  # the next N Gitea requests answer `fail_status`
     fail_status: int = 503
@@ -178,7 +198,10 @@ class World:
     tenants: dict[str, Tenant] = field(default_factory=dict)
     registry: dict[str, str] = field(default_factory=dict)  # tag -> sha
     gitea_token: str = GITEA_TOKEN  # the token the overlay hands to fleetgate
-    gitea_tokens: dict[str, set[str]] = field(default_factory=lambda: {GITEA_TOKEN: {READ, WRITE_VARIABLES}})
+    gitea_tokens: dict[str, set[str]] = field(
+        default_factory=lambda: {GITEA_TOKEN: {READ, WRITE_VARIABLES, WRITE_STATUS}})
+    gitea_users: dict[str, str] = field(default_factory=lambda: {GITEA_TOKEN: "gitea-actions"})  # token -> login
+    approver: Approver | None = None
     cp_token: str = CP_TOKEN
     gitea_faults: GiteaFaults = field(default_factory=GiteaFaults)
     cp_faults: CPFaults = field(default_factory=CPFaults)
@@ -261,20 +284,21 @@ class World:
     # ------------------------------------------------------------------ statuses
 
     def set_status(self, sha: str, context: str, state: str, *, after_reads: int = 0,
-                   description: str = "", target_url: str = "") -> None:
+                   description: str = "", target_url: str = "", creator: str = "") -> Status | None:
         """Post a status now, or (after_reads > 0) once the SHA's combined status was read that many
         more times."""
         if after_reads > 0:
             self.flips.append(StatusFlip(sha=sha, context=context, state=state,
                                          after_reads=self.status_reads.get(sha, 0) + after_reads))
-            return
+            return None
         status = Status(id=self._next_status_id, sha=sha, context=context, state=state,
                         description=description or f"{context}: {state}",
                         target_url=target_url,  # "" → the run page on this sandbox's Gitea, once it has a port
-                        created_at=EPOCH + timedelta(seconds=self._next_status_id))
+                        created_at=EPOCH + timedelta(seconds=self._next_status_id), creator=creator)
         self._next_status_id += 1
         self.statuses.setdefault(sha, {})[context] = status
         self.status_history.append(status)
+        return status
 
     def set_statuses(self, sha: str, state: str, contexts: tuple[str, ...] | None = None) -> None:
         for context in contexts if contexts is not None else self.required_contexts:
@@ -284,12 +308,26 @@ class World:
         """The latest status per context (ordered by id), applying scripted flips first."""
         if count_read:
             self.status_reads[sha] = self.status_reads.get(sha, 0) + 1
+        self._approve(sha)
         reads = self.status_reads.get(sha, 0)
         due = [f for f in self.flips if f.sha == sha and reads > f.after_reads]
         for flip in due:
             self.flips.remove(flip)
             self.set_status(flip.sha, flip.context, flip.state)
         return sorted(self.statuses.get(sha, {}).values(), key=lambda s: s.id)
+
+    def _approve(self, sha: str) -> None:
+        """The scripted approver answers once the run has looked long enough (after the canary's write)."""
+        a = self.approver
+        if a is None or a.answered or sha != self.deploy_sha or not self.writes:
+            return
+        now = time.monotonic()
+        if a.first_look is None:
+            a.first_look = now
+        if now - a.first_look >= a.after_seconds:
+            a.answered = True
+            word = "approved" if a.state == "success" else "rejected"
+            self.set_status(sha, a.context, a.state, creator=a.login, description=f"{word} in the sandbox")
 
     # ------------------------------------------------------------------ variables
 
@@ -327,6 +365,8 @@ class World:
         tenant.redeploys += 1
         if tenant.stuck:
             return
+        if sha != tenant.sha:
+            tenant.previous_sha = tenant.sha
         if tenant.boot_reads > 0 and sha != tenant.sha:
             tenant.pending_sha = sha
             tenant.reads_until_boot = tenant.boot_reads
@@ -342,7 +382,14 @@ class World:
             else:
                 tenant.sha = tenant.pending_sha
                 tenant.pending_sha = None
+        if tenant.regress_after_reads and tenant.sha == self.deploy_sha and tenant.previous_sha:
+            tenant.reads_on_deploy += 1
+            if tenant.reads_on_deploy > tenant.regress_after_reads:  # it crashed; its platform brought back the old one
+                tenant.sha = tenant.previous_sha
         return tenant.sha
+
+    def health_status(self, tenant: Tenant) -> int:
+        return tenant.health_on_deploy if tenant.sha == self.deploy_sha else tenant.health
 
     def on_write(self, after_writes: int, action: Callable[[World], None]) -> None:
         self.triggers.append(WriteTrigger(after_writes=after_writes, action=action))

@@ -1,0 +1,192 @@
+"""Eyes on a release between its waves: the health check, the soak watch and the approval pause (CONTRACT §1).
+
+- `HealthCheckedReader` wraps the `/buildinfo` reader: with `--health-path`, a tenant reporting the
+  SHA counts as verified only when its health URL answers 2xx too, wherever `/buildinfo` is read
+  (a wave's verification, the soak watch, the final verify).
+- `SoakWatch.soak` replaces a blind sleep: every `--verify-interval` the tenants verified so far are
+  re-read (and the metric analysis ticks); a regressed tenant is handed to the engine, which makes
+  it a named straggler within the budget or fails the run (the canary never is a straggler).
+- `wait_for_approval` pauses after the verified canary until the status `--approval-context` on the
+  SHA is `success` (go on) or anything final but success (stop), or `--approval-timeout` passes.
+  `keep_alive` runs before every poll: the engine renews the lease and re-reads the kill switch
+  there, so a paused run still holds its lease and still stops for the switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import anyio
+import httpx
+
+from pipelines.analysis import Analysis, Verdict
+from pipelines.errors import Failed
+from pipelines.gitea import CommitStatus
+from pipelines.verify import VERIFIED, Reading
+
+UNHEALTHY = "unhealthy"
+HEALTH_TIMEOUT = 5.0
+PENDING_STATES = frozenset({"pending", ""})
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class AnyioClock:
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+class Reader(Protocol):
+    async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]: ...
+
+
+class HealthCheckedReader:
+    """A `/buildinfo` reader whose verified tenants must also answer 2xx on `health_path`."""
+
+    def __init__(self, inner: Reader, tenant_url: Callable[[str], str], health_path: str, *,
+                 timeout: float = HEALTH_TIMEOUT, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.inner = inner
+        self._tenant_url = tenant_url
+        self.health_path = health_path
+        self.timeout = timeout
+        self._transport = transport
+
+    async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]:
+        readings = await self.inner.read(slugs, expected)
+        verified = [slug for slug, r in readings.items() if r.verdict == VERIFIED]
+        if not verified:
+            return readings
+        # Public endpoints of code we deploy: no auth, no proxy, no redirect, a deadline per request.
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False,
+                                     transport=self._transport, headers={"User-Agent": "fleetgate-health"}) as client:
+
+            async def check(slug: str) -> None:
+                url = self._tenant_url(slug).rstrip("/") + self.health_path
+                why = ""
+                with anyio.move_on_after(self.timeout) as scope:
+                    try:
+                        resp = await client.get(url)
+                        if not 200 <= resp.status_code < 300:
+                            why = f"health {self.health_path}: HTTP {resp.status_code}"
+                    except httpx.HTTPError as exc:
+                        why = f"health {self.health_path}: {type(exc).__name__}"
+                if scope.cancelled_caught:
+                    why = f"health {self.health_path}: no answer within {self.timeout:g}s"
+                if why:
+                    readings[slug] = replace(readings[slug], verdict=UNHEALTHY, detail=why)
+
+            async with anyio.create_task_group() as tg:
+                for slug in verified:
+                    tg.start_soon(check, slug)
+        return readings
+
+    async def wait_verified(self, slugs: Sequence[str], sha: str, *,
+                            timeout: float,  # noqa: ASYNC109 -- the reader's interface; a budget, not a cancel
+                            interval: float) -> dict[str, Reading]:
+        """As `BuildinfoReader.wait_verified`, with the health check part of "verified"."""
+        deadline = anyio.current_time() + timeout
+        readings = await self.read(slugs, sha)
+        while True:
+            pending = [slug for slug, r in readings.items() if r.verdict != VERIFIED]
+            remaining = deadline - anyio.current_time()
+            if not pending or remaining <= 0:
+                return readings
+            await anyio.sleep(min(interval, remaining))
+            readings.update(await self.read(pending, sha))
+
+
+@dataclass
+class Tick:
+    """One look at the verified tenants during a soak."""
+
+    regressed: dict[str, Reading]
+    analysis: Verdict | None
+    analysis_failure: str | None
+
+
+class SoakWatch:
+    """The soak as a watch: `soak(seconds, slugs, on_tick)` re-reads `slugs` every `interval`."""
+
+    def __init__(self, reader: Reader, sha: str, interval: float, analysis: Analysis | None = None, *,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock or AnyioClock()
+        self.reader = reader
+        self.sha = sha
+        self.interval = interval
+        self.analysis = analysis
+        self.ticks = 0
+
+    async def tick(self, slugs: Sequence[str]) -> Tick:
+        readings = await self.reader.read(slugs, self.sha) if slugs else {}
+        regressed = {slug: r for slug, r in readings.items() if r.verdict != VERIFIED}
+        verdict, failure = (await self.analysis.tick()) if self.analysis is not None else (None, None)
+        self.ticks += 1
+        return Tick(regressed=regressed, analysis=verdict, analysis_failure=failure)
+
+    async def soak(self, seconds: float, slugs: Callable[[], Sequence[str]],
+                   on_tick: Callable[[Tick], Awaitable[None]]) -> int:
+        """Watch for `seconds`: a tick every `interval` (and one at the end), each handed to `on_tick`,
+        which raises to stop the run. `slugs()` is asked each tick: a straggler leaves the watch.
+        Returns the number of ticks."""
+        deadline = self.clock.now() + seconds
+        ticks = 0
+        while True:
+            remaining = deadline - self.clock.now()
+            if remaining <= 0:
+                return ticks
+            await self.clock.sleep(min(self.interval, remaining))
+            await on_tick(await self.tick(slugs()))
+            ticks += 1
+
+
+class StatusReader(Protocol):
+    async def combined_status(self, sha: str) -> dict[str, CommitStatus]: ...
+
+
+@dataclass(frozen=True)
+class Approval:
+    approved: bool
+    state: str
+    approver: str  # the status's creator.login ("" when Gitea did not say)
+    description: str
+    waited: float
+
+    def facts(self) -> dict[str, Any]:
+        return {"approved": self.approved, "state": self.state, "approver": self.approver,
+                "description": self.description, "waited_seconds": round(self.waited, 3)}
+
+
+async def wait_for_approval(gitea: StatusReader, sha: str, context: str, *,
+                            timeout: float,  # noqa: ASYNC109 -- a budget, read against the clock
+                            interval: float, keep_alive: Callable[[], Awaitable[None]],
+                            clock: Clock | None = None) -> Approval:
+    """Poll the `context` status on `sha` until it is final; `keep_alive` before every poll (it raises
+    to stop: the kill switch). Raises Failed when nothing final arrives within `timeout`."""
+    clock = clock or AnyioClock()
+    started = clock.now()
+    deadline = started + timeout
+    while True:
+        await keep_alive()
+        status = (await gitea.combined_status(sha)).get(context)
+        state = status.state if status is not None else ""
+        if state not in PENDING_STATES:
+            assert status is not None
+            return Approval(approved=state == "success", state=state, approver=status.creator,
+                            description=status.description, waited=clock.now() - started)
+        remaining = deadline - clock.now()
+        if remaining <= 0:
+            raise Failed(f"no approval within {timeout:g}s: the status {context!r} on {sha[:12]} is "
+                         f"{state or 'absent'}")
+        await clock.sleep(min(interval, remaining))
+
+
+__all__ = ["UNHEALTHY", "AnyioClock", "Approval", "Clock", "HealthCheckedReader", "SoakWatch", "Tick",
+           "wait_for_approval"]

@@ -1,0 +1,179 @@
+"""The soak watch, the health check and the approval pause, driven by fakes and a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from pipelines.errors import Failed, HaltedMixed
+from pipelines.gitea import CommitStatus
+from pipelines.verify import VERIFIED, Reading
+from pipelines.watch import UNHEALTHY, HealthCheckedReader, SoakWatch, Tick, wait_for_approval
+from tests.loopback import serve_app
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+OLD = "f" * 40
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+def reading(slug: str, seen: str) -> Reading:
+    return Reading(slug=slug, expected=SHA, seen=seen, verdict=VERIFIED if seen == SHA else "stale",
+                   latency_ms=1.0, detail="")
+
+
+class FakeReader:
+    """Each tenant's SHA over time: `timeline[slug]` is what the n-th read reports (the last one sticks)."""
+
+    def __init__(self, timeline: dict[str, list[str]]) -> None:
+        self.timeline = timeline
+        self.reads: list[list[str]] = []
+
+    async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]:
+        self.reads.append(list(slugs))
+        out = {}
+        for slug in slugs:
+            seq = self.timeline[slug]
+            out[slug] = reading(slug, seq.pop(0) if len(seq) > 1 else seq[0])
+        return out
+
+
+async def test_the_watch_ticks_every_interval_and_reports_a_regressed_tenant() -> None:
+    clock = FakeClock()
+    reader = FakeReader({"alpha": [SHA], "bravo": [SHA, SHA, OLD]})
+    watch = SoakWatch(reader, SHA, interval=5, clock=clock)
+    seen: list[Tick] = []
+    watched = ["alpha", "bravo"]
+
+    async def on_tick(tick: Tick) -> None:
+        seen.append(tick)
+        for slug in tick.regressed:
+            watched.remove(slug)  # a straggler leaves the watch
+
+    ticks = await watch.soak(12, lambda: list(watched), on_tick)
+    assert ticks == 3 and clock.sleeps == [5, 5, 2]  # the last tick lands at the end of the soak
+    assert [sorted(t.regressed) for t in seen] == [[], [], ["bravo"]]
+    assert reader.reads == [["alpha", "bravo"]] * 3
+
+
+async def test_a_raising_on_tick_stops_the_soak() -> None:
+    clock = FakeClock()
+    watch = SoakWatch(FakeReader({"alpha": [SHA, OLD]}), SHA, interval=1, clock=clock)
+
+    async def on_tick(tick: Tick) -> None:
+        if tick.regressed:
+            raise Failed("canary regressed")
+
+    with pytest.raises(Failed, match="canary regressed"):
+        await watch.soak(60, lambda: ["alpha"], on_tick)
+    assert clock.t == 1002.0  # stopped at the second tick, not after the whole soak
+
+
+async def test_no_soak_no_tick() -> None:
+    watch = SoakWatch(FakeReader({}), SHA, interval=1, clock=FakeClock())
+
+    async def on_tick(tick: Tick) -> None:
+        raise AssertionError("no tick in a zero soak")
+
+    assert await watch.soak(0, lambda: [], on_tick) == 0
+
+
+class FakeGitea:
+    def __init__(self, states: list[str], creator: str = "release-manager") -> None:
+        self.states = states
+        self.creator = creator
+        self.reads = 0
+
+    async def combined_status(self, sha: str) -> dict[str, CommitStatus]:
+        self.reads += 1
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        if not state:
+            return {"CI / test (push)": CommitStatus("CI / test (push)", "success", "", "")}
+        return {"fleetgate/approve": CommitStatus("fleetgate/approve", state, "", "ship it", id=3,
+                                                  creator=self.creator)}
+
+
+async def test_approval_goes_on_when_success_arrives_and_names_the_approver() -> None:
+    clock = FakeClock()
+    gitea = FakeGitea(["", "pending", "success"])
+    alive: list[float] = []
+
+    async def keep_alive() -> None:
+        alive.append(clock.now())
+
+    approval = await wait_for_approval(gitea, SHA, "fleetgate/approve", timeout=60, interval=10,
+                                       keep_alive=keep_alive, clock=clock)
+    assert approval.approved and approval.approver == "release-manager" and approval.waited == 20
+    assert alive == [1000, 1010, 1020]  # the lease renewed and the switch re-read before every poll
+
+
+@pytest.mark.parametrize("state", ["failure", "error", "warning"])
+async def test_anything_final_but_success_stops(state: str) -> None:
+    async def keep_alive() -> None:
+        return None
+
+    approval = await wait_for_approval(FakeGitea([state]), SHA, "fleetgate/approve", timeout=60, interval=10,
+                                       keep_alive=keep_alive, clock=FakeClock())
+    assert not approval.approved and approval.state == state
+
+
+async def test_no_answer_by_the_timeout_fails() -> None:
+    clock = FakeClock()
+
+    async def keep_alive() -> None:
+        return None
+
+    with pytest.raises(Failed, match="no approval within 25s"):
+        await wait_for_approval(FakeGitea([""]), SHA, "fleetgate/approve", timeout=25, interval=10,
+                                keep_alive=keep_alive, clock=clock)
+    assert clock.sleeps == [10, 10, 5]
+
+
+async def test_the_kill_switch_stops_a_paused_run() -> None:
+    gitea = FakeGitea([""])
+
+    async def keep_alive() -> None:
+        if gitea.reads >= 2:
+            raise HaltedMixed("kill switch engaged while waiting for approval")
+
+    with pytest.raises(HaltedMixed):
+        await wait_for_approval(gitea, SHA, "fleetgate/approve", timeout=600, interval=10,
+                                keep_alive=keep_alive, clock=FakeClock())
+    assert gitea.reads == 2
+
+
+async def test_health_checked_reader_unverifies_an_unhealthy_tenant() -> None:
+    health = {"alpha": 200, "bravo": 503}
+    asked: list[str] = []
+
+    async def healthz(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        asked.append(slug)
+        return PlainTextResponse("x", status_code=health[slug])
+
+    app = Starlette(routes=[Route("/t/{slug}/healthz", healthz)])
+    async with serve_app(app) as base:
+        reader = HealthCheckedReader(FakeReader({"alpha": [SHA], "bravo": [SHA], "charlie": [OLD]}),
+                                     lambda slug: f"{base}/t/{slug}", "/healthz")
+        readings = await reader.read(["alpha", "bravo", "charlie"], SHA)
+    assert readings["alpha"].verdict == VERIFIED
+    assert readings["bravo"].verdict == UNHEALTHY and "HTTP 503" in readings["bravo"].detail
+    assert readings["charlie"].verdict == "stale"
+    assert sorted(asked) == ["alpha", "bravo"]  # a tenant not on the SHA is not asked
