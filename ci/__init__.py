@@ -7,4 +7,10 @@ the source directory; functions cannot see the caller's environment. Tokens are 
 (`--gitea-token env://GITEA_TOKEN`).
 """
 
+from dagger.mod import default_module
+
 from ci.main import Fleetgate as Fleetgate
+
+# A failing verb is one line (`VerbFailed`), not a traceback: the SDK's documented switch for its own
+# traceback log. ci/run.py logs one itself for anything unexpected.
+default_module().log_exceptions = False

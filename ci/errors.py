@@ -3,32 +3,31 @@
 The CLI prints `fleetgate VERB: <message>` and exits with the code (CONTRACT §3). A Dagger function
 raises `VerbFailed` with that same line followed by `(exit N)`: `dagger call` exits non-zero for
 any function error, so the exit meaning travels in the message (the Gitea workflow reads it to turn 3
-and 5 into notices) and in the error's `exit_code` value (shown in traces).
+and 5 into notices) and in the error's `exit_code` attribute.
 
-`VerbFailed` is a `FunctionError`, which the SDK passes through as it is: the caller sees the one
-line, not a Python traceback.
+The SDK turns any exception a function raises into the function's error with `str(exc)` as its message.
+It would also log the Python traceback; `ci/__init__.py` turns that off through the SDK's documented
+switch (`Module.log_exceptions`), and `ci/run.py` logs a traceback itself for anything that is not a
+`VerbFailed` (a bug deserves one).
 """
 
 from __future__ import annotations
 
 import re
 
-from dagger.mod._exceptions import FunctionError
-
 from pipelines.errors import ExitCode
 
 EXIT_MARKER = re.compile(r"\(exit ([0-9])\)$")
 
 
-class VerbFailed(FunctionError):
+class VerbFailed(Exception):
     """A verb failed: `str(exc)` is the CLI's one line plus `(exit N)`."""
 
     def __init__(self, verb: str, message: str, exit_code: int) -> None:
         self.verb = verb
         self.message = " ".join(message.split())
         self.exit_code = int(exit_code)
-        line = f"fleetgate {verb}: {self.message} (exit {self.exit_code})"
-        super().__init__(line, extra={"exit_code": self.exit_code, "verb": verb})
+        super().__init__(f"fleetgate {verb}: {self.message} (exit {self.exit_code})")
 
 
 def exit_code_of(line: str) -> int | None:

@@ -1,4 +1,4 @@
-"""The `fleetgate` console script: options derived from the settings table, verbs imported lazily.
+"""The `fleetgate` console script: commands derived from the verb table, options from the settings table.
 
 Thin by design: parse, resolve settings (exit 2 before any network), run the verb's coroutine,
 map its exception to an exit code. Heavy imports (httpx, starlette) happen only in the verb.
@@ -6,7 +6,6 @@ map its exception to an exit code. Heavy imports (httpx, starlette) happen only 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -20,22 +19,13 @@ from pipelines.lint.cli import FORMATS as LINT_FORMATS
 
 if TYPE_CHECKING:
     from pipelines.settings import Option
+    from pipelines.verbs import Extra, Verb
 
-# verb -> (module:function, help). The function is `async def run(settings, out, **extra) -> dict`.
-VERBS: dict[str, tuple[str, str]] = {
-    "plan": ("pipelines.plan:run", "Resolve settings, run every preflight, print the plan as JSON."),
-    "wait-gates": ("pipelines.gates:run", "Block until every required status context on the SHA is success."),
-    "assert-enabled": ("pipelines.killswitch:run", "Live re-read of the kill switch (exit 3 when engaged)."),
-    "rollout": ("pipelines.rollout:run", "Lease, canary, then verified waves through the control plane."),
-    "verify": ("pipelines.verify:run", "Read every tenant's /buildinfo and compare with --sha (drift report)."),
-    "deploy-production": ("pipelines.deploy:deploy_production",
-                          "The main job: plan, wait-gates, assert-enabled, rollout, final verify."),
-    "redeploy": ("pipelines.deploy:redeploy",
-                 "Manual redeploy / rollback to an explicit known-good tag and SHA."),
-    "promote": ("pipelines.registry:run", "Re-point a moving tag to the verified image (after a verified rollout)."),
-    "approve": ("pipelines.approve:run",
-                "Approve (or --reject) a run paused after its canary: posts the --approval-context status on --sha."),
-}
+
+def _verbs() -> dict[str, Verb]:
+    from pipelines.verbs import VERBS
+
+    return VERBS
 
 
 def _click_option(o: Option) -> Callable[[Any], Any]:
@@ -43,12 +33,19 @@ def _click_option(o: Option) -> Callable[[Any], Any]:
 
     help_text = f"{o.doc} [env: {', '.join(o.env) or '—'}; default: {o.default_text}]"
     if o.kind is Kind.BOOL:
-        decl = f"{o.flag}/--no-{o.flag[2:]}" if o.negatable else o.flag
         if o.negatable:
-            return click.option(decl, o.name, default=None, help=help_text)
-        return click.option(decl, o.name, is_flag=True, flag_value=True, default=None, help=help_text)
-    return click.option(o.flag, o.name, multiple=o.multiple, default=None, help=help_text,
-                        metavar=o.kind.value.upper().replace(" ", "_") if o.kind is not Kind.SECRET else "TOKEN")
+            return click.option(f"{o.flag}/--no-{o.flag[2:]}", o.name, default=None, help=help_text)
+        return click.option(o.flag, o.name, is_flag=True, flag_value=True, default=None, help=help_text)
+    return click.option(o.flag, o.name, multiple=o.multiple, default=None, help=help_text, metavar=o.kind.metavar)
+
+
+def _click_extra(e: Extra) -> Callable[[Any], Any]:
+    from pipelines.settings import Kind
+
+    if e.kind is Kind.BOOL:
+        return click.option(e.flag, e.name, is_flag=True, default=False, help=e.doc)
+    return click.option(e.flag, e.name, multiple=e.kind is Kind.LIST, default=None, help=e.doc,
+                        metavar=e.kind.metavar)
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,34 +60,22 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-VERB_EXTRAS: dict[str, list[Callable[[Any], Any]]] = {
-    "verify": [click.option("--only", "only", multiple=True, help="Verify only these tenant slugs (repeatable).")],
-    "redeploy": [click.option("--break-lease", "break_lease", is_flag=True, default=False,
-                              help="Emergency: take over another run's lease (recorded in the ledger).")],
-    "approve": [click.option("--reject", "reject", is_flag=True, default=False,
-                             help="Post failure instead: the paused run stops (exit 1, or rolls back)."),
-                click.option("--comment", "comment", default=None, metavar="TEXT",
-                             help="One line shown as the status's description in Gitea.")],
-}
-
-
-def _make_command(verb: str, target: str, help_text: str) -> click.Command:
-    from pipelines.settings import options_for
-
+def _make_command(verb: Verb) -> click.Command:
     def callback(**params: Any) -> None:
-        sys.exit(run_verb(verb, target, params))
+        sys.exit(run_verb(verb.name, params))
 
     cmd: Callable[..., Any] = callback
-    for o in reversed(options_for(verb)):
+    for o in reversed(verb.options):
         cmd = _click_option(o)(cmd)
-    for extra in VERB_EXTRAS.get(verb, []):
-        cmd = extra(cmd)
+    for extra in verb.extras:
+        cmd = _click_extra(extra)(cmd)
     cmd = _common(cmd)
-    return click.command(verb, help=help_text)(cmd)
+    return click.command(verb.name, help=verb.help)(cmd)
 
 
-def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str] | None = None) -> int:
-    """Resolve, run, map errors to exit codes. Returns the exit code."""
+def run_verb(verb: str, params: dict[str, Any], env: dict[str, str] | None = None,
+             func: Callable[..., Any] | None = None) -> int:
+    """Resolve, run, map errors to exit codes. Returns the exit code. `func` replaces the row's function."""
     from pipelines.output import Output
 
     env = dict(os.environ) if env is None else env
@@ -99,11 +84,11 @@ def run_verb(verb: str, target: str, params: dict[str, Any], env: dict[str, str]
     try:
         import anyio
 
-        module_name, func_name = target.split(":")
-        func = getattr(importlib.import_module(module_name), func_name)
         from pipelines.runner import run_with_settings
 
-        result: dict[str, Any] = anyio.run(run_with_settings, verb, func, params, env, out)
+        row = _verbs()[verb]
+        params = {**params, **{e.name: e.value(params.get(e.name)) for e in row.extras}}
+        result: dict[str, Any] = anyio.run(run_with_settings, verb, func or row.load(), params, env, out)
     except FleetgateError as exc:
         out.verb_ended(verb, exc)
         out.result({"ok": False, "verb": verb, "exit_code": int(exc.exit_code), "error": exc.message, **exc.details})
@@ -122,12 +107,21 @@ class VerbGroup(click.Group):
     `lint-workflows`, which runs in every pipeline, never pays for the settings table."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*VERBS, *super().list_commands(ctx)})
+        return sorted({*_verbs(), *super().list_commands(ctx)})
 
     def get_command(self, ctx: click.Context | None, cmd_name: str) -> click.Command | None:
-        if cmd_name in VERBS and cmd_name not in self.commands:
-            self.add_command(_make_command(cmd_name, *VERBS[cmd_name]))
+        if cmd_name not in self.commands and cmd_name in (verbs := _verbs()):
+            self.add_command(_make_command(verbs[cmd_name]))
         return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from pipelines.verbs import suggestion
+
+            raise click.UsageError(f"no such verb {name[:60]!r}{suggestion(name, self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -192,7 +186,7 @@ def main() -> None:
         sys.exit(int(ExitCode.USAGE))
 
 
-__all__ = ["VERBS", "UsageError", "cli", "main", "run_verb"]
+__all__ = ["UsageError", "cli", "main", "run_verb"]
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Every setting, defined once (CONTRACT §2).
 
-The `Settings` dataclass *is* the table: each field carries its flag, env names, default, group
-and doc in its metadata. The CLI options, the Dagger arguments, `plan`, the README table and
-validation are all derived from it. Precedence: flag > (sandbox) > env > fleetgate.toml > default.
+The `Settings` dataclass *is* the table: each field carries its flag, env names, default, group,
+kind, doc and the verbs that require it in its metadata. The CLI options, the Dagger arguments,
+`plan`, the README table, "missing X" messages and validation are all derived from it. Which verb
+takes which group is the verb table's (`pipelines/verbs.py`). A `Kind` parses and checks a value
+the way the HTTP layer will use it, so nothing the table accepts is refused later by httpx.
+Precedence: flag > (sandbox) > env > fleetgate.toml > default.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ import os
 import re
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from pipelines.errors import UsageError
 from pipelines.redact import Secret
-from pipelines.urlguard import PRODUCTION_CP_URL, check_cp_url
+from pipelines.urlguard import PRODUCTION_CP_URL, check_cp_url, check_host, normalised_url
+
+if TYPE_CHECKING:
+    from pipelines.verbs import Verb
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -31,27 +37,184 @@ CONFIG_FILE = "fleetgate.toml"
 TAG_TEMPLATE_FIELDS = ("sha", "short_sha")
 NOTIFY_URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[\x21-\x7e]+$")  # printable ASCII, no white space
 HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+# Tables in fleetgate.toml that belong to another reader (lint-workflows reads [lint]); any other is an error.
+FOREIGN_TABLES = frozenset({"lint"})
+# Two slugs the tenant template is rendered for: different tenants must get different URLs.
+PROBE_SLUGS = ("probe-a", "probe-b")
+
+
+# ---------------------------------------------------------------- kinds: parsing, Python type, metavar
+
+
+def _text(o: Option, raw: Any, where: str) -> str:
+    return str(raw).strip()
+
+
+def _secret(o: Option, raw: Any, where: str) -> Secret | tuple[Secret, ...] | None:
+    if o.multiple:
+        return _secrets(raw, where)
+    if isinstance(raw, Secret):  # the sandbox overlay hands over Secrets, never their text
+        text = raw.reveal().strip()
+    else:
+        text = str(raw).strip()
+    if not text:
+        return None
+    # httpx refuses (with the token in its traceback) what is not a header-safe ASCII value: refuse it
+    # here, without ever showing it.
+    if not all(" " <= c <= "~" for c in text):
+        raise UsageError(f"{where}: a token must be printable ASCII (no control characters, line breaks or "
+                         "non-ASCII letters); its value is not shown")
+    return raw if isinstance(raw, Secret) and raw.reveal() == text else Secret(text)
+
+
+def _secrets(raw: Any, where: str) -> tuple[Secret, ...]:
+    """--notify: a list of secret URLs; the message never echoes one."""
+    parts = raw if isinstance(raw, list | tuple) else [raw]
+    texts = [p.strip() for part in parts
+             for p in re.split(r"[,\n]", part.reveal() if isinstance(part, Secret) else str(part))]
+    for n, text in enumerate((t for t in texts if t), start=1):
+        if not NOTIFY_URL_RE.match(text):
+            raise UsageError(f"{where}: item {n} is not a URL like scheme://… (not shown: it is a secret)")
+    return tuple(Secret(t) for t in dict.fromkeys(t for t in texts if t))
+
+
+def _path(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    if text and (not HEALTH_PATH_RE.match(text) or any(seg in (".", "..") for seg in text.split("/"))):
+        raise UsageError(f"{where}: expected a plain path like /healthz, got {text[:80]!r}")
+    return text
+
+
+def _list(o: Option, raw: Any, where: str) -> tuple[str, ...]:
+    items: list[str] = []
+    for part in raw if isinstance(raw, list | tuple) else [raw]:
+        items.extend(p.strip() for p in re.split(r"[,\n]", str(part)))
+    return tuple(dict.fromkeys(i for i in items if i))
+
+
+def _bool(o: Option, raw: Any, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    v = str(raw).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("", "0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{where}: expected a boolean (true/false), got {str(raw)[:40]!r}")
+
+
+def _number(o: Option, raw: Any, where: str) -> float:
+    integer = o.kind is Kind.INT
+    try:
+        num: float = int(str(raw).strip()) if integer else float(str(raw).strip())
+    except ValueError:
+        raise UsageError(f"{where}: expected {'an integer' if integer else 'a number of seconds'}, "
+                         f"got {str(raw)[:40]!r}") from None
+    if num != num or num in (float("inf"), float("-inf")):
+        raise UsageError(f"{where}: expected a finite number, got {str(raw)[:40]!r}")
+    if o.minimum is not None and num < o.minimum:
+        raise UsageError(f"{where}: must be ≥ {o.minimum:g}, got {str(raw)[:40]!r}")
+    return num
+
+
+def _sha(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    if not SHA_RE.match(text.lower()):
+        raise UsageError(f"{where}: expected a full 40-hex commit SHA, got {text[:60]!r}")
+    return text.lower()
+
+
+def _repo(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    # A dot segment is folded by the HTTP layer (`acme/..` would read another path and answer 404, "off").
+    if not REPO_RE.match(text) or any(part in (".", "..") for part in text.split("/")):
+        raise UsageError(f"{where}: expected owner/name, got {text[:80]!r}")
+    return text
+
+
+def _url(o: Option, raw: Any, where: str) -> str:
+    return normalise_url(str(raw), where)
+
+
+def _choice(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    if text.lower() not in o.choices:
+        raise UsageError(f"{where}: expected one of {', '.join(o.choices)}, got {text[:40]!r}")
+    return text.lower()
+
+
+def _canary(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    if text.lower() == "none" or text == "":
+        return text.lower()
+    if not SLUG_RE.match(text):
+        raise UsageError(f"{where}: expected a tenant slug or none, got {text[:80]!r}")
+    return text
+
+
+def _tag_template(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    check_template(text, TAG_TEMPLATE_FIELDS, where)
+    return text
+
+
+def _tenant_template(o: Option, raw: Any, where: str) -> str:
+    text = str(raw).strip()
+    check_tenant_template(text, where)
+    return text
+
+
+def _image(o: Option, raw: Any, where: str) -> str:
+    from pipelines.registry import parse_image  # the one image grammar; httpx only when an image is given
+
+    text = str(raw).strip()
+    parse_image(text, where)
+    return text
+
+
+Parse = Callable[["Option", Any, str], Any]
 
 
 class Kind(Enum):
-    STR = "string"
-    SHA = "40-hex SHA"
-    REPO = "owner/name"
-    URL = "http(s) URL"
-    INT = "integer"
-    SECONDS = "seconds"
-    BOOL = "boolean"
-    LIST = "list"
-    CHOICE = "choice"
-    SECRET = "secret"  # noqa: S105 - a kind name, not a password
-    SWITCH = "kill switch"
-    CANARY = "slug or none"
-    TEMPLATE = "template"
-    NUMBER = "number"
+    """What a setting is: how its text is parsed and checked, the Python type a Dagger argument
+    declares for it, the CLI metavar, and which TOML value types a settings file may give it."""
+
+    STR = ("string", "TEXT", "str", _text, (str,))
+    SHA = ("40-hex SHA", "SHA", "str", _sha, (str,))
+    REPO = ("owner/name", "OWNER/NAME", "str", _repo, (str,))
+    URL = ("http(s) URL", "URL", "str", _url, (str,))
+    IMAGE = ("image repository", "IMAGE", "str", _image, (str,))
+    INT = ("integer", "INTEGER", "int", _number, (int,))
+    SECONDS = ("seconds", "SECONDS", "float", _number, (int, float))
+    NUMBER = ("number", "NUMBER", "float", _number, (int, float))
+    BOOL = ("boolean", "", "bool", _bool, (bool,))
+    LIST = ("list", "TEXT", "list[str]", _list, (list, str))
+    CHOICE = ("choice", "CHOICE", "str", _choice, (str,))
+    SECRET = ("secret", "TOKEN", "dagger.Secret", _secret, ())  # never in a file
+    SWITCH = ("kill switch", "VALUE", "str", _text, (str, bool, int))
+    CANARY = ("slug or none", "SLUG", "str", _canary, (str,))
+    TAG_TEMPLATE = ("tag template", "TEMPLATE", "str", _tag_template, (str,))
+    URL_TEMPLATE = ("URL template", "TEMPLATE", "str", _tenant_template, (str,))
+    PATH = ("URL path", "PATH", "str", _path, (str,))
+
+    def __init__(self, label: str, metavar: str, annotation: str, parse: Parse,
+                 toml_types: tuple[type, ...]) -> None:
+        self.label = label
+        self.metavar = metavar
+        self.annotation = annotation  # the argument's type as source text (ci/_verbs.py is generated)
+        self.parse = parse
+        self.toml_types = toml_types
+
+    def accepts_toml(self, value: Any) -> bool:
+        if isinstance(value, bool) and bool not in self.toml_types:
+            return False  # TOML's true is not an integer here
+        if isinstance(value, list):
+            return list in self.toml_types and all(isinstance(v, str) for v in value)
+        return isinstance(value, self.toml_types)
 
 
 class Group(Enum):
-    """Which verbs see a setting: a verb lists the groups it uses (`VERB_GROUPS`)."""
+    """Which verbs see a setting: a verb row lists the groups it takes (`pipelines/verbs.py`)."""
 
     COMMIT = "commit"
     GITEA = "gitea"
@@ -69,7 +232,8 @@ class Group(Enum):
     NOTIFY = "notify"
 
 
-REQUIRED: Any = None  # a required setting has no default; the verb that needs it says so
+REQUIRED: Any = None  # a required setting has no default; `required_by` says which verbs need it
+EVERY_VERB: tuple[str, ...] = ("*",)  # required_by: every verb that takes the setting
 
 
 @dataclass(frozen=True)
@@ -88,6 +252,8 @@ class Option:
     negatable: bool = False  # a `--x/--no-x` pair
     multiple: bool = False  # a repeatable flag
     shown_default: str = ""  # how the docs state a derived default
+    required_by: tuple[str, ...] = ()  # verbs that stop (exit 2) without it; EVERY_VERB: all that take it
+    why_required: str = ""  # said after "… is required"
 
     @property
     def config_key(self) -> str:
@@ -105,6 +271,25 @@ class Option:
             return ", ".join(self.default) or "none"
         return str(self.default)
 
+    @property
+    def annotation(self) -> str:
+        """The type of its Dagger argument, as source text."""
+        many = self.multiple and self.kind is not Kind.LIST
+        return f"list[{self.kind.annotation}]" if many else self.kind.annotation
+
+    def parse(self, raw: Any, where: str | None = None) -> Any:
+        """`raw` (text from a flag or env, a TOML value, a Dagger argument) as this setting's value, checked."""
+        return self.kind.parse(self, raw, where or self.flag)
+
+    def required_for(self, verb: str) -> bool:
+        return verb in self.required_by or (self.required_by == EVERY_VERB)
+
+    def missing(self, verb: str) -> str:
+        """The one line said when `verb` runs without this setting."""
+        envs = f" (or {' / '.join(self.env)})" if self.env else ""
+        why = f": {self.why_required}" if self.why_required else f" for {verb}"
+        return f"{self.flag}{envs} is required{why}"
+
 
 def opt(
     flag: str,
@@ -118,11 +303,14 @@ def opt(
     negatable: bool = False,
     multiple: bool = False,
     shown_default: str = "",
+    required_by: tuple[str, ...] = (),
+    why_required: str = "",
 ) -> Any:
     """A dataclass field whose metadata is its table row (the name is filled in later)."""
     row = dict(
         flag=flag, env=env, default=default, kind=kind, group=group, doc=doc, minimum=minimum,
         choices=choices, negatable=negatable, multiple=multiple, shown_default=shown_default,
+        required_by=required_by, why_required=why_required,
     )
     return field(metadata={"fleetgate": row})
 
@@ -133,17 +321,18 @@ C, G, GT, K, CP, R, T, L, LD, RG = (
 )
 TG = Group.TAG
 AP, W, N = Group.APPROVAL, Group.WATCH, Group.NOTIFY
+EVERY = EVERY_VERB
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # -- what to deploy, and where it comes from
     sha: str = opt("--sha", "GITHUB_SHA", default=REQUIRED, kind=Kind.SHA, group=C,
-                   doc="Full 40-hex commit SHA to deploy.")
+                   required_by=EVERY, doc="Full 40-hex commit SHA to deploy.")
     repo: str = opt("--repo", "GITHUB_REPOSITORY", default=REQUIRED, kind=Kind.REPO, group=G,
-                    doc="owner/name of the repository on Gitea.")
+                    required_by=EVERY, doc="owner/name of the repository on Gitea.")
     gitea_url: str = opt("--gitea-url", "GITEA_URL", "GITHUB_SERVER_URL", default=REQUIRED, kind=Kind.URL,
-                         group=G, doc="Gitea base URL (no /api/v1).")
+                         group=G, required_by=EVERY, doc="Gitea base URL (no /api/v1).")
     gitea_token: Secret | None = opt("--gitea-token", "GITEA_TOKEN", default=REQUIRED, kind=Kind.SECRET, group=G,
                                      shown_default="required for gates, kill switch, lease",
                                      doc="Gitea token; sent only to the Gitea origin.")
@@ -156,7 +345,9 @@ class Settings:
                       doc="Branch whose head decides the stand-down rule.")
     required_contexts: tuple[str, ...] = opt(
         "--required-context", "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS", default=(), kind=Kind.LIST, group=GT,
-        multiple=True, doc="Status context that must be success on the exact SHA (repeatable; env: comma "
+        multiple=True, required_by=EVERY, why_required="no required status contexts (an empty list would let "
+        "any commit through)",
+        doc="Status context that must be success on the exact SHA (repeatable; env: comma "
         "or newline separated). An empty list is a configuration error.")
     poll_interval: float = opt("--poll-interval", "CI_STATUS_POLL_INTERVAL_SECONDS", default=15.0,
                                kind=Kind.SECONDS, group=GT, minimum=0.01, doc="Gate polling interval.")
@@ -192,7 +383,7 @@ class Settings:
                           group=TG, shown_default="--tag-template applied to --sha",
                           doc="Image tag the CP deploys (default: --tag-template applied to --sha).")
     tag_template: str = opt("--tag-template", "PROD_TAG_TEMPLATE", default="staging-{short_sha}",
-                            kind=Kind.TEMPLATE, group=TG,
+                            kind=Kind.TAG_TEMPLATE, group=TG,
                             doc="How a SHA maps to a tag ({sha}, {short_sha}); used for rollback.")
     canary: str = opt("--canary", "PROD_AUTO_DEPLOY_CANARY_SLUG", default=REQUIRED, kind=Kind.CANARY, group=R,
                       shown_default="first tenant of the CP listing",
@@ -213,7 +404,7 @@ class Settings:
                         doc="CP calls carry dry_run: true; nothing changes.")
     # -- tenants
     tenant_url_template: str = opt("--tenant-url-template", "PROD_TENANT_URL_TEMPLATE",
-                                   default="https://{slug}.moleculesai.app", kind=Kind.TEMPLATE, group=T,
+                                   default="https://{slug}.moleculesai.app", kind=Kind.URL_TEMPLATE, group=T,
                                    doc="Base URL of a tenant ({slug}); /buildinfo is appended.")
     verify_timeout: float = opt("--verify-timeout", "PROD_AUTO_DEPLOY_VERIFY_TIMEOUT_SECONDS", default=60.0,
                                 kind=Kind.SECONDS, group=T, minimum=0,
@@ -221,7 +412,7 @@ class Settings:
     verify_interval: float = opt("--verify-interval", "PROD_AUTO_DEPLOY_VERIFY_INTERVAL_SECONDS", default=5.0,
                                  kind=Kind.SECONDS, group=T, minimum=0.01,
                                  doc="How often unverified tenants' /buildinfo is re-read.")
-    health_path: str = opt("--health-path", "PROD_TENANT_HEALTH_PATH", default="", kind=Kind.STR, group=T,
+    health_path: str = opt("--health-path", "PROD_TENANT_HEALTH_PATH", default="", kind=Kind.PATH, group=T,
                            shown_default="unset",
                            doc="A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "
                            "read.")
@@ -231,7 +422,8 @@ class Settings:
                                      doc="Pause after the verified canary until the approval context on the SHA "
                                      "is success (go on) or failure (stop).")
     approval_context: str = opt("--approval-context", "FLEETGATE_APPROVAL_CONTEXT", default="fleetgate/approve",
-                                kind=Kind.STR, group=AP,
+                                kind=Kind.STR, group=AP, required_by=EVERY,
+                                why_required="it names the status context that approves a paused run",
                                 doc="The status context that approves (success) or rejects (failure) a paused run.")
     approval_timeout: float = opt("--approval-timeout", "FLEETGATE_APPROVAL_TIMEOUT_SECONDS", default=3600.0,
                                   kind=Kind.SECONDS, group=W, minimum=0,
@@ -265,7 +457,7 @@ class Settings:
     ledger: str = opt("--ledger", "FLEETGATE_LEDGER", default="fleetgate-ledger.jsonl", kind=Kind.STR,
                       group=LD, doc="Append-only JSON Lines record of the run.")
     # -- registry (promote)
-    image: str = opt("--image", "FLEETGATE_IMAGE", default=REQUIRED, kind=Kind.STR, group=RG,
+    image: str = opt("--image", "FLEETGATE_IMAGE", default=REQUIRED, kind=Kind.IMAGE, group=RG, required_by=EVERY,
                      doc="Image repository without tag, e.g. registry.example.com/org/app.")
     promote_tag: str = opt("--promote-tag", "FLEETGATE_PROMOTE_TAG", default="latest", kind=Kind.STR,
                            group=RG, doc="Moving tag that promote re-points to the verified image.")
@@ -300,23 +492,18 @@ def _rows() -> tuple[Option, ...]:
 OPTIONS: tuple[Option, ...] = _rows()
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
-ALL_DEPLOY = (C, G, GT, K, CP, R, TG, T, L, LD, AP, W, N)
-VERB_GROUPS: dict[str, tuple[Group, ...]] = {
-    "plan": ALL_DEPLOY,
-    "wait-gates": (C, G, GT),
-    "assert-enabled": (G, K),
-    "rollout": ALL_DEPLOY,
-    "verify": (C, CP, T),
-    "deploy-production": ALL_DEPLOY,
-    "redeploy": (C, G, CP, R, TG, T, L, LD, AP, W, N),
-    "promote": (C, CP, TG, T, LD, RG),
-    "approve": (C, G, AP),
-}
-
 
 def options_for(verb: str) -> tuple[Option, ...]:
-    groups = VERB_GROUPS.get(verb, ())
+    """The settings `verb` takes: those of the groups its row in the verb table lists."""
+    from pipelines.verbs import VERBS
+
+    groups = VERBS[verb].groups if verb in VERBS else ()
     return tuple(o for o in OPTIONS if o.group in groups)
+
+
+def check_value(name: str, raw: Any) -> Any:
+    """One setting's value, checked as the table checks it (for callers outside `resolve`: build, publish)."""
+    return BY_NAME[name].parse(raw)
 
 
 # ---------------------------------------------------------------- parsing and validation
@@ -335,15 +522,6 @@ def switch_engaged(value: str) -> str | None:
     return f"unrecognised value {value.strip()[:40]!r} (treated as engaged)"
 
 
-def _bool(text: str, where: str) -> bool:
-    v = text.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("", "0", "false", "no", "off"):
-        return False
-    raise UsageError(f"{where}: expected a boolean (true/false), got {text!r}")
-
-
 def check_template(template: str, names: tuple[str, ...], where: str) -> None:
     """`template` may name only `names`, plainly: an attribute, index or conversion (`{sha.x}`,
     `{slug[0]}`, `{sha!r}`) is a usage error, not a traceback or a silently odd tag or URL."""
@@ -356,84 +534,54 @@ def check_template(template: str, names: tuple[str, ...], where: str) -> None:
     except (KeyError, IndexError, ValueError):
         plain = False
     if not plain:
-        raise UsageError(f"{where}: only {allowed} may appear, got {template!r}")
+        raise UsageError(f"{where}: only {allowed} may appear, got {template[:100]!r}")
+
+
+def check_tenant_template(template: str, where: str) -> None:
+    """Two tenants must get two URLs, each naming its tenant where the HTTP layer cannot fold it away:
+    `{{slug}}` (no field at all) or `…/{slug}/..` (a dot segment) would let one answer verify the fleet."""
+    check_template(template, ("slug",), where)
+    if "{slug}" not in template:
+        raise UsageError(f"{where} must contain {{slug}}")
+    urls = [normalised_url(normalise_url(template.format(slug=slug), where), where) for slug in PROBE_SLUGS]
+    if urls[0] == urls[1]:
+        raise UsageError(f"{where}: every tenant would get the same URL {urls[0][:100]!r}; {{slug}} must "
+                         "survive as a host label or a whole path segment")
+    for slug, url in zip(PROBE_SLUGS, urls, strict=True):
+        parts = urlsplit(url)
+        labels = (parts.hostname or "").split(".")
+        if not any(slug in label for label in labels) and slug not in parts.path.split("/"):
+            raise UsageError(f"{where}: {{slug}} must be in a host label or be a whole path segment, "
+                             f"got {template[:100]!r}")
 
 
 def normalise_url(text: str, where: str) -> str:
-    parts = urlsplit(text.strip())
+    raw = text.strip()
+    if any(c < " " or c == "\x7f" or c.isspace() for c in raw):
+        raise UsageError(f"{where}: control characters or spaces in a URL are not allowed")
+    parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{where}: expected an http(s) URL, got {text!r}")
+        raise UsageError(f"{where}: expected an http(s) URL, got {raw[:100]!r}")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise UsageError(f"{where}: credentials in the URL are not allowed")
     if parts.query or parts.fragment:
-        raise UsageError(f"{where}: a base URL takes no query or fragment, got {text!r}")
+        raise UsageError(f"{where}: a base URL takes no query or fragment, got {raw[:100]!r}")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        raise UsageError(f"{where}: malformed port in {text!r}") from None
-    return text.strip().rstrip("/")
-
-
-def _convert(o: Option, raw: Any, where: str) -> Any:
-    """Turn a raw value (str from env/flag, or a TOML value) into the setting's type, validated."""
-    k = o.kind
-    if k is Kind.SECRET and o.multiple:  # --notify: a list of secrets; the message never echoes one
-        parts = raw if isinstance(raw, list | tuple) else [raw]
-        texts = [p.strip() for part in parts
-                 for p in re.split(r"[,\n]", part.reveal() if isinstance(part, Secret) else str(part))]
-        for n, text in enumerate((t for t in texts if t), start=1):
-            if not NOTIFY_URL_RE.match(text):
-                raise UsageError(f"{where}: item {n} is not a URL like scheme://… (not shown: it is a secret)")
-        return tuple(Secret(t) for t in dict.fromkeys(t for t in texts if t))
-    if k is Kind.SECRET:
-        if isinstance(raw, Secret):  # the sandbox overlay hands over Secrets, never their text
-            return raw if raw.reveal().strip() else None
-        text = str(raw).strip()
-        return Secret(text) if text else None
-    if k is Kind.LIST:
-        items: list[str] = []
-        for part in raw if isinstance(raw, list | tuple) else [raw]:
-            items.extend(p.strip() for p in re.split(r"[,\n]", str(part)))
-        return tuple(dict.fromkeys(i for i in items if i))
-    if k is Kind.BOOL:
-        return raw if isinstance(raw, bool) else _bool(str(raw), where)
-    if k in (Kind.INT, Kind.SECONDS, Kind.NUMBER):
-        try:
-            num: float = int(str(raw).strip()) if k is Kind.INT else float(str(raw).strip())
-        except ValueError:
-            raise UsageError(f"{where}: expected {'an integer' if k is Kind.INT else 'a number of seconds'}, "
-                             f"got {raw!r}") from None
-        if num != num or num in (float("inf"), float("-inf")):
-            raise UsageError(f"{where}: expected a finite number, got {raw!r}")
-        if o.minimum is not None and num < o.minimum:
-            raise UsageError(f"{where}: must be ≥ {o.minimum:g}, got {raw!r}")
-        return num
-    text = str(raw).strip()
-    if k is Kind.SHA:
-        if not SHA_RE.match(text.lower()):
-            raise UsageError(f"{where}: expected a full 40-hex commit SHA, got {text[:60]!r}")
-        return text.lower()
-    if k is Kind.REPO:
-        if not REPO_RE.match(text):
-            raise UsageError(f"{where}: expected owner/name, got {text[:80]!r}")
-        return text
-    if k is Kind.URL:
-        return normalise_url(text, where)
-    if k is Kind.CHOICE:
-        if text.lower() not in o.choices:
-            raise UsageError(f"{where}: expected one of {', '.join(o.choices)}, got {text!r}")
-        return text.lower()
-    if k is Kind.CANARY:
-        if text.lower() == "none" or text == "":
-            return text.lower()
-        if not SLUG_RE.match(text):
-            raise UsageError(f"{where}: expected a tenant slug or none, got {text[:80]!r}")
-        return text
-    return text  # STR and TEMPLATE (templates are checked with the verbs that use them)
+        raise UsageError(f"{where}: malformed port in {raw[:100]!r}") from None
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        raise UsageError(f"{where}: a dot segment (. or .., also percent-encoded) in {raw[:100]!r} is folded "
+                         "away by HTTP clients and servers; write the path out")
+    check_host(parts.hostname, where)
+    return raw.rstrip("/")
 
 
 def load_config(path: Path | None) -> tuple[dict[str, Any], str]:
-    """The `fleetgate.toml` settings (top-level keys are setting names) and where they came from."""
+    """The `fleetgate.toml` settings (top-level keys only, CONTRACT §2) and where they came from.
+
+    A table other than [lint] (lint-workflows' own), an unknown key, a value of the wrong type or a
+    secret is an error: a `[rollout]` table with `dry_run = true` must not be read as nothing."""
     explicit = path is not None
     p = path if path is not None else Path(CONFIG_FILE)
     if not p.is_file():
@@ -444,12 +592,20 @@ def load_config(path: Path | None) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{p}: not valid TOML: {exc}") from None
-    settings = {k: v for k, v in data.items() if not isinstance(v, dict)}  # tables ([lint]) are not settings
-    for key in settings:
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key in FOREIGN_TABLES:
+                continue
+            raise UsageError(f"{p}: [{key}] is a table; settings are top-level keys only (CONTRACT §2)")
         if key not in BY_NAME:
             raise UsageError(f"{p}: unknown setting {key!r}")
-        if BY_NAME[key].kind is Kind.SECRET:
+        o = BY_NAME[key]
+        if o.kind is Kind.SECRET:
             raise UsageError(f"{p}: {key} is a secret; pass it through the environment, never a file")
+        if not o.kind.accepts_toml(value):
+            raise UsageError(f"{p}: {key}: expected {o.kind.label}, got a TOML {type(value).__name__}")
+        settings[key] = value
     return settings, str(p)
 
 
@@ -490,46 +646,27 @@ def resolve(
         if raw is None:  # an unset secret stays None (REQUIRED); any other unset required setting is ""
             values[o.name] = "" if o.default is REQUIRED and o.kind is not Kind.SECRET else o.default
         else:
-            values[o.name] = _convert(o, raw, where)
-    s = Settings(**values)
-    return _check_required(verb, s)
+            values[o.name] = o.parse(raw, where)
+    return _check_required(verb, Settings(**values))
 
 
-def _check_required(verb: str, s: Settings) -> Settings:
-    groups = VERB_GROUPS.get(verb, ())
-    if Group.COMMIT in groups and not s.sha:
-        raise UsageError("--sha (or GITHUB_SHA) is required: the full 40-hex commit SHA")
-    if Group.GITEA in groups:
-        if not s.repo:
-            raise UsageError("--repo (or GITHUB_REPOSITORY) is required: owner/name on Gitea")
-        if not s.gitea_url:
-            raise UsageError("--gitea-url (or GITEA_URL / GITHUB_SERVER_URL) is required")
-    if Group.GATES in groups and not s.required_contexts:
-        raise UsageError("no required status contexts: set --required-context or PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS "
-                         "(an empty list would let any commit through)")
-    if Group.TAG in groups:
-        check_template(s.tag_template, TAG_TEMPLATE_FIELDS, "--tag-template")
-        # redeploy keeps "unset" visible: the Gitea variable PROD_MANUAL_REDEPLOY_TARGET_TAG may
-        # supply the tag before the template does (pipelines/deploy.py: manual_target_tag).
-        if not s.target_tag and s.sha and verb != "redeploy":
-            s = s.with_(target_tag=s.tag_for(s.sha))
-    if Group.TENANTS in groups:
-        check_template(s.tenant_url_template, ("slug",), "--tenant-url-template")
-        if "{slug}" not in s.tenant_url_template:
-            raise UsageError("--tenant-url-template must contain {slug}")
-        normalise_url(s.tenant_url("probe"), "--tenant-url-template")
-    if Group.TENANTS in groups and s.health_path:
-        if not HEALTH_PATH_RE.match(s.health_path) or any(seg in (".", "..") for seg in s.health_path.split("/")):
-            raise UsageError(f"--health-path: expected a plain path like /healthz, got {s.health_path[:80]!r}")
-    if Group.APPROVAL in groups and not s.approval_context.strip():
-        raise UsageError("--approval-context must not be empty")
-    if Group.WATCH in groups and s.analysis_query and not s.prometheus_url:
+def _check_required(verb_name: str, s: Settings) -> Settings:
+    """What the table says `verb_name` cannot run without, then the checks that join two settings."""
+    from pipelines.verbs import VERBS
+
+    verb: Verb | None = VERBS.get(verb_name)
+    for o in options_for(verb_name):
+        if o.required_for(verb_name) and getattr(s, o.name) in (None, "", ()):
+            raise UsageError(o.missing(verb_name))
+    if verb is None:
+        return s
+    if Group.TAG in verb.groups and not s.target_tag and s.sha and verb.tag_from_template:
+        s = s.with_(target_tag=s.tag_for(s.sha))
+    if Group.WATCH in verb.groups and s.analysis_query and not s.prometheus_url:
         raise UsageError("--analysis-query needs --prometheus-url (or FLEETGATE_PROMETHEUS_URL)")
-    if Group.CP in groups:
+    if Group.CP in verb.groups:
         check_cp_url(s.cp_url, s.prod_cp_url, s.allow_non_prod_cp_url)
-    if Group.REGISTRY in groups and not s.image:
-        raise UsageError("--image (or FLEETGATE_IMAGE) is required: the image repository to promote in")
-    if Group.LEDGER in groups and verb != "plan":
+    if Group.LEDGER in verb.groups and verb.writes_ledger:
         _check_ledger_path(s.ledger)
     return s
 

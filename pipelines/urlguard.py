@@ -1,8 +1,12 @@
-"""The CP URL guard: a run may talk to a non-production control plane only when told so."""
+"""URL checks that match the HTTP layer: the CP URL guard (a run may talk to a non-production control
+plane only when told so), host names httpx will accept, and URLs compared as httpx will send them."""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
+
+import idna
 
 from pipelines.errors import UsageError
 
@@ -31,3 +35,29 @@ def check_cp_url(cp_url: str, prod_cp_url: str, allow_non_prod: bool) -> None:
             f"--cp-url {cp_url} is not the production control plane {prod_cp_url}; "
             "pass --allow-non-prod-cp-url (PROD_ALLOW_NON_PROD_CP_URL=true) if that is intended"
         )
+
+
+def check_host(hostname: str, where: str) -> None:
+    """`hostname` is an IP address or a valid IDNA name (control characters, empty labels, `%`, braces
+    and broken A-labels are refused here, before the HTTP layer would fail or, worse, send it)."""
+    try:
+        ipaddress.ip_address(hostname)
+        return
+    except ValueError:
+        pass
+    try:
+        # As httpx encodes a host (IDNA 2008, no mapping: a zero-width space is refused, not dropped). An
+        # underscore is not RFC 1123, but container networks resolve such names: allow it.
+        idna.encode(hostname.lower().replace("_", "u"))
+    except (idna.IDNAError, UnicodeError, ValueError):
+        raise UsageError(f"{where}: {hostname[:80]!r} is not a valid host name (IDNA)") from None
+
+
+def normalised_url(url: str, where: str) -> str:
+    """`url` as httpx will request it: host lower-cased and IDNA-encoded, dot segments folded."""
+    import httpx
+
+    try:
+        return str(httpx.URL(url)).rstrip("/")
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"{where}: not a valid URL: {str(exc)[:120]}") from None

@@ -18,8 +18,10 @@ def test_an_os_error_mid_run_is_one_line_and_exit_1(tmp_path: Path, monkeypatch:
         encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    code = run_verb("verify", "failing_verb:run", {"only": ("alpha",)},
-                    env={"GITHUB_SHA": "a" * 40, "CP_ADMIN_API_TOKEN": "t-123456"})
+    from failing_verb import run  # type: ignore[import-not-found]
+
+    code = run_verb("verify", {"only": ("alpha",)}, env={"GITHUB_SHA": "a" * 40, "CP_ADMIN_API_TOKEN": "t-123456"},
+                    func=run)
     err = capsys.readouterr().err
     assert code == 1
     assert err.strip().splitlines() == ["✘ fleetgate verify: No space left on device: fleetgate-ledger.jsonl"]

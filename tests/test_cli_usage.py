@@ -71,6 +71,14 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...], dict[str, str], str, st
      "not the production control plane"),
     ("unknown option", ("--bogus",), (), {}, "", "No such option '--bogus'"),
     ("bad canary", ("--canary", "Evil.Example"), (), {}, "", "--canary"),
+    ("toml table", (), (), {}, "[rollout]\ndry_run = true\n", "[rollout] is a table"),
+    ("toml type", (), (), {}, "dry_run = 'true'\n", "dry_run: expected boolean"),
+    ("dot repo", ("--repo", "acme/.."), ("--repo",), {}, "", "owner/name"),
+    ("newline token", ("--gitea-token", TOKEN + "\nX-Evil: 1"), ("--gitea-token",), {}, "", "printable ASCII"),
+    ("non-ascii token", (), ("--cp-token",), {"CP_ADMIN_API_TOKEN": TOKEN + "é"}, "", "printable ASCII"),
+    ("idna host", ("--gitea-url", "http://exa\u200bmple.com"), ("--gitea-url",), {}, "", "not a valid host name"),
+    ("one tenant url", ("--tenant-url-template", "http://127.0.0.1:9/t/{{slug}}"), ("--tenant-url-template",), {},
+     "", "same URL"),
 ]
 
 
@@ -155,3 +163,28 @@ def test_precedence_through_the_cli(monkeypatch: pytest.MonkeyPatch, capsys: pyt
                                env={"PROD_AUTO_DEPLOY_BATCH_SIZE": env} if env else None)
     assert code == 0, err
     assert json.loads(out)["batch_size"] == expected
+
+
+@pytest.mark.parametrize("typo, suggestion", [
+    ("deploy-prod", "deploy-production"), ("rollot", "rollout"), ("lint-workflow", "lint-workflows"),
+])
+def test_a_mistyped_verb_gets_a_suggestion(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                           typo: str, suggestion: str) -> None:
+    code, out, err = fleetgate(monkeypatch, capsys, typo, "--sha", SHA)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"fleetgate: no such verb {typo!r}; did you mean {suggestion}?"]
+
+
+def test_the_cli_has_exactly_the_verbs_of_the_table() -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+    from pipelines.verbs import VERB_ROWS
+
+    result = CliRunner().invoke(cli, ["--help"])
+    out = result.output
+    assert result.exit_code == 0
+    listed = {line.split()[0] for line in out.split("Commands:", 1)[1].splitlines() if line.strip()}
+    assert listed == {v.name for v in VERB_ROWS} | {"lint-workflows", "self-test", "sandbox"}
+    for v in VERB_ROWS:
+        assert v.help.split(".")[0][:30] in out, v.name

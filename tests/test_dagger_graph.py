@@ -153,6 +153,10 @@ def test_publish_honours_the_tag_template() -> None:
         ({"sha": "abc"}, "--sha"),
         ({"image": "r.example/app:latest"}, "--image"),
         ({"image": "r.example/app@sha256:00"}, "--image"),
+        # The settings table's image grammar (registry.parse_image), the one promote uses:
+        ({"image": "org/app"}, "--image"),
+        ({"image": "r.example/Org/App"}, "--image"),
+        ({"image": "https://r.example"}, "--image"),
         ({"tag_template": "{nope}"}, "--tag-template"),
         ({"tag_template": "{sha.x}"}, "--tag-template"),
     ],

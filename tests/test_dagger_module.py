@@ -23,9 +23,10 @@ from typing import Any
 import anyio
 import pytest
 
-from pipelines.cli import VERBS, cli
+from pipelines.cli import cli
 from pipelines.cli import run_verb as cli_run_verb
-from pipelines.settings import Kind, options_for
+from pipelines.settings import Kind, Option, options_for
+from pipelines.verbs import VERBS
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -213,14 +214,16 @@ def registration() -> Registration:
     return Registration(data["entry_point"], data["engine_calls"], module_doc, objects, functions)
 
 
-def expected_kind(kind: Kind) -> str:
-    return {
+def expected_kind(o: Option) -> str:
+    base = {
         Kind.SECRET: "OBJECT Secret",
         Kind.LIST: "LIST_OF STRING_KIND",
         Kind.BOOL: "BOOLEAN_KIND",
         Kind.INT: "INTEGER_KIND",
         Kind.SECONDS: "FLOAT_KIND",
-    }.get(kind, "STRING_KIND")
+        Kind.NUMBER: "FLOAT_KIND",
+    }.get(o.kind, "STRING_KIND")
+    return f"LIST_OF {base}" if o.multiple and o.kind is not Kind.LIST else base
 
 
 def cli_option_names(verb: str) -> set[str]:
@@ -256,7 +259,7 @@ def test_every_cli_verb_is_a_function_with_the_same_arguments_as_the_cli_command
         assert set(fn.args) == cli_option_names(verb) | {"source"}, verb
         for o in options_for(verb):
             arg = fn.args[o.flag[2:]]
-            assert arg.kind == expected_kind(o.kind), (verb, o.flag)
+            assert arg.kind == expected_kind(o), (verb, o.flag)
             assert arg.optional and arg.default_value in (None, "null"), (verb, o.flag)
             assert o.doc.split(".")[0] in arg.doc and f"CLI: {o.flag}." in arg.doc, (verb, o.flag)
 
@@ -275,10 +278,10 @@ def test_every_function_and_argument_is_documented_and_failures_name_the_cli_exi
         for arg in fn.args.values():
             assert arg.doc.strip(), (fn.name, arg.name)
     for verb in [*VERBS, "publish-and-deploy"]:
-        doc = registration().functions[verb].doc
+        doc = " ".join(registration().functions[verb].doc.split())
         assert "(exit N)" in doc and "1 failed, fail-closed" in doc and "2 usage" in doc, verb
-    assert "5 stood down" in registration().functions["deploy-production"].doc
-    assert "3 disabled" in registration().functions["deploy-production"].doc
+    deploy_doc = " ".join(registration().functions["deploy-production"].doc.split())
+    assert "5 stood down" in deploy_doc and "3 disabled" in deploy_doc
 
 
 def test_tokens_are_dagger_secrets() -> None:
@@ -382,7 +385,7 @@ class NoConfig:
 def cli_outcome(
     verb: str, params: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, dict[str, Any]]:
-    code = cli_run_verb(verb, VERBS[verb][0], {**params, "json_mode": True}, env={})
+    code = cli_run_verb(verb, {**params, "json_mode": True}, env={})
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     return code, payload
 
@@ -417,7 +420,7 @@ def test_a_failing_verb_raises_the_clis_one_line_and_exit_code(
         call_function("deploy_production", source=NoConfig(), sandbox=True, scenario=scenario, ledger=ledger)
     line = str(raised.value)
     assert line == f"fleetgate deploy-production: {payload['error']} (exit {exit_code})"
-    assert "\n" not in line and exit_code_of(line) == exit_code == raised.value.extra["exit_code"]  # type: ignore[index]
+    assert "\n" not in line and exit_code_of(line) == exit_code == raised.value.exit_code
 
 
 def test_a_passing_verb_returns_the_clis_result_as_json(
@@ -468,3 +471,47 @@ def test_settings_come_from_fleetgate_toml_in_the_source_directory(tmp_path: Pat
     with pytest.raises(VerbFailed) as raised:
         call_function("wait_gates", source=WithConfig(), sha="a" * 40, **GATE_ARGS)
     assert raised.value.exit_code == 2 and "fleetgate.toml: gate_timeout" in str(raised.value)
+
+
+# ---------------------------------------------------------------- the verb functions are source, from the table
+
+
+def test_the_generated_verb_functions_are_current() -> None:
+    from ci.generate import TARGET, render
+
+    assert TARGET.read_text(encoding="utf-8") == render(), "ci/_verbs.py is stale: run python -m ci.generate"
+
+
+def test_every_verb_of_the_table_is_a_plain_method_with_its_exit_codes() -> None:
+    import inspect
+
+    from ci._verbs import VerbFunctions
+    from ci.errors import EXIT_MEANINGS
+
+    for verb in VERBS.values():
+        method = getattr(VerbFunctions, verb.python_name)
+        source = inspect.getsource(method)
+        assert f"run_function({verb.name!r}, locals())" in source
+        doc = " ".join(registration().functions[verb.name].doc.split())
+        for code in verb.exits:
+            assert f"{int(code)} {EXIT_MEANINGS[code]}" in doc, (verb.name, code)
+
+
+def test_a_verb_failure_leaves_the_sdk_as_its_one_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the SDK's own `Module.call` (what runs a function), with the module's settings."""
+    import ci  # noqa: F401 - sets the SDK's switch
+    from ci.errors import VerbFailed
+    from ci.main import Fleetgate
+
+    module = Fleetgate.__dagger_module__  # type: ignore[attr-defined]
+    assert module.log_exceptions is False
+
+    async def failing() -> str:
+        raise VerbFailed("plan", "--sha: expected a full 40-hex commit SHA, got 'HEAD'", 2)
+
+    with pytest.raises(Exception) as raised:
+        anyio.run(module.call, failing)
+    assert str(raised.value) == "fleetgate plan: --sha: expected a full 40-hex commit SHA, got 'HEAD' (exit 2)"
+    assert "Traceback" not in caplog.text

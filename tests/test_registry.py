@@ -99,7 +99,7 @@ def cli_promote(capsys: pytest.CaptureFixture[str], sha: str, image: str, ledger
                 env: dict[str, str] | None = None, **flags: Any) -> tuple[int, dict[str, Any], str]:
     """`fleetgate promote --json …` → (exit code, the JSON result, everything printed)."""
     params: dict[str, Any] = {"sha": sha, "image": image, "ledger": str(ledger), "json_mode": True, **flags}
-    code = run_verb("promote", "pipelines.registry:run", params, env=dict(env or {}))
+    code = run_verb("promote", params, env=dict(env or {}))
     captured = capsys.readouterr()
     lines = [line for line in captured.out.splitlines() if line.strip()]
     result = json.loads(lines[-1]) if lines else {}

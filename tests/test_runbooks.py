@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import VERBS, cli
+from pipelines.cli import cli
 from pipelines.docs import embed
 from pipelines.errors import ExitCode
 from pipelines.sandbox.scenarios import SCENARIOS
 from pipelines.sandbox.world import CP_TOKEN, GITEA_TOKEN, fake_sha
 from pipelines.settings import OPTIONS
+from pipelines.verbs import VERBS
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = [ROOT / "runbooks" / "production-auto-deploy.md", ROOT / "runbooks" / "rollback.md"]

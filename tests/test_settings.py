@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,9 @@ import pytest
 
 from pipelines.errors import UsageError
 from pipelines.redact import Secret
-from pipelines.settings import OPTIONS, Kind, load_config, options_for, resolve, switch_engaged
+from pipelines.settings import OPTIONS, REQUIRED, Kind, check_value, load_config, options_for, resolve, switch_engaged
 from pipelines.urlguard import same_origin
+from pipelines.verbs import VERBS
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 PROD = "https://api.moleculesai.app"
@@ -97,12 +99,12 @@ def test_required_settings(missing: str, needle: str) -> None:
 def test_empty_required_contexts_from_env_is_an_error() -> None:
     flags = {k: v for k, v in BASE.items() if k != "required_contexts"}
     with pytest.raises(UsageError, match="no required status contexts"):
-        resolve("wait-gates", flags, {"PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": ",\n,"})
+        resolve("wait-gates", flags, {"PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": ",\n,", "GITEA_TOKEN": "tok-123456"})
 
 
 def test_required_contexts_from_env_split_on_commas_and_newlines() -> None:
     flags = {k: v for k, v in BASE.items() if k != "required_contexts"}
-    env = {"PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": "CI / a (push), CI / b\nCI / a (push)\n"}
+    env = {"PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": "CI / a (push), CI / b\nCI / a (push)\n", "GITEA_TOKEN": "t-1234"}
     s = resolve("wait-gates", flags, env)
     assert s.required_contexts == ("CI / a (push)", "CI / b")
 
@@ -233,7 +235,107 @@ def test_the_table_is_consistent() -> None:
 ])
 def test_an_unwritable_ledger_is_a_usage_error_before_anything_runs(ledger: str, message: str) -> None:
     env = {"GITHUB_SHA": "a" * 40, "GITHUB_REPOSITORY": "o/r", "GITEA_URL": "https://g.example",
-           "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": "ci", "FLEETGATE_LEDGER": ledger}
+           "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS": "ci", "FLEETGATE_LEDGER": ledger,
+           "CP_ADMIN_API_TOKEN": "cp-tok-1234"}
     with pytest.raises(UsageError, match=message):
         resolve("redeploy", {}, env)
     resolve("plan", {}, env)  # plan writes no ledger, so it does not care
+
+
+# ---------------------------------------------------------------- validation that matches the HTTP layer
+
+
+@pytest.mark.parametrize("flags, needle", [
+    ({"repo": "acme/.."}, "owner/name"),
+    ({"repo": "../fleet"}, "owner/name"),
+    ({"repo": "acme/."}, "owner/name"),
+    ({"repo": "acme/%2e%2e"}, "owner/name"),
+    ({"gitea_url": "https://exa\u200bmple.com"}, "not a valid host name"),
+    ({"gitea_url": "https://xn--zz.example"}, "not a valid host name"),
+    ({"gitea_url": "https://a..b"}, "not a valid host name"),
+    ({"gitea_url": "https://ex%41mple.com"}, "not a valid host name"),
+    ({"gitea_url": "https://git.example.com\r\nX: y"}, "control characters"),
+    ({"gitea_url": "https://git.exa\tmple.com"}, "control characters"),
+    ({"cp_url": "https://api.molecules\x00ai.app", "allow_non_prod_cp_url": True}, "control characters"),
+    ({"tenant_url_template": "https://fleet.example.com/{{slug}}"}, "same URL"),
+    ({"tenant_url_template": "https://{{slug}}.example.com"}, "not a valid host name"),
+    ({"tenant_url_template": "https://fleet.example.com/t/{slug}/.."}, "dot segment"),
+    ({"tenant_url_template": "https://fleet.example.com/t/{slug}/%2e%2E"}, "dot segment"),
+    ({"gitea_url": "https://git.example.com/a/../b"}, "dot segment"),
+    ({"tenant_url_template": "https://fleet.example.com/t-{slug}"}, "whole path segment"),
+    ({"tenant_url_template": "https://{slug}.exa\u200bmple.com"}, "not a valid host name"),
+])
+def test_what_the_http_layer_would_refuse_or_fold_is_refused_first(flags: dict[str, Any], needle: str) -> None:
+    with pytest.raises(UsageError) as info:
+        plan(**flags)
+    assert needle in info.value.message and "\n" not in info.value.message
+
+
+@pytest.mark.parametrize("template", [
+    "https://{slug}.moleculesai.app", "https://tenant-{slug}.example.com", "http://127.0.0.1:9/t/{slug}",
+    "https://fleet.example.com/{slug}/", "https://bücher.example/{slug}",
+])
+def test_tenant_templates_that_name_the_tenant_are_accepted(template: str) -> None:
+    assert plan(tenant_url_template=template).tenant_url_template == template
+
+
+@pytest.mark.parametrize("token", ["zq9-123\n456", "zq9-123\r456", "zq9ö-123456", "zq9\x00123456", "zq9\u200b123456"])
+def test_a_token_the_http_layer_cannot_send_is_refused_without_being_shown(token: str) -> None:
+    for env in ({"GITEA_TOKEN": token}, {"CP_ADMIN_API_TOKEN": token}):
+        with pytest.raises(UsageError) as info:
+            resolve("plan", BASE, env)
+        assert "printable ASCII" in info.value.message and token not in info.value.message
+        assert "zq9" not in info.value.message
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[rollout]\ndry_run = true\n", "[rollout] is a table"),
+    ("[settings]\nbatch_size = 2\n", "[settings] is a table"),
+    ("dry_run = 'yes please'\n", "dry_run: expected boolean"),
+    ("batch_size = '5'\n", "batch_size: expected integer"),
+    ("batch_size = true\n", "batch_size: expected integer"),
+    ("soak_seconds = [1]\n", "soak_seconds: expected seconds"),
+    ("required_contexts = [1, 2]\n", "required_contexts: expected list"),
+    ("repo = 5\n", "repo: expected owner/name"),
+])
+def test_a_settings_file_is_top_level_keys_of_the_right_type(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(UsageError) as info:
+        load_config(write(tmp_path, text))
+    assert needle in info.value.message
+
+
+def test_toml_values_of_the_right_type_pass(tmp_path: Path) -> None:
+    config, _ = load_config(write(tmp_path, "batch_size = 2\nsoak_seconds = 1.5\ngate_timeout = 3\ndry_run = true\n"
+                                  "required_contexts = ['a', 'b']\n[lint]\nignore = ['G1']\n"))
+    assert config == {"batch_size": 2, "soak_seconds": 1.5, "gate_timeout": 3, "dry_run": True,
+                      "required_contexts": ["a", "b"]}
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_missing_messages_come_from_the_table(verb: str) -> None:
+    """Each setting a verb requires, left out alone, stops the verb with that setting's own line."""
+    full: dict[str, Any] = {**BASE, "gitea_token": "tok-123456", "cp_token": "tok-654321",
+                            "image": "registry.example.com/org/app"}
+    required = [o for o in options_for(verb) if o.required_for(verb)]
+    assert required, verb
+    resolve(verb, full, {})
+    for o in required:
+        # Left out, or (for a setting with a default) given empty.
+        flags = {k: v for k, v in full.items() if k != o.name} | ({} if o.default is REQUIRED else {o.name: " "})
+        with pytest.raises(UsageError) as info:
+            resolve(verb, flags, {})
+        assert info.value.message == o.missing(verb) and info.value.message.startswith(o.flag)
+
+
+@pytest.mark.parametrize("name, value, needle", [
+    ("sha", "HEAD", "40-hex"),
+    ("image", "registry.example.com/org/app:v1", "without a tag"),
+    ("image", "org/app", "registry host"),
+    ("image", "registry.example.com/Org/App", "not a valid repository name"),
+    ("tag_template", "v{version}", "only {sha} and {short_sha}"),
+])
+def test_one_grammar_for_sha_image_and_tag_template(name: str, value: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(needle)):
+        check_value(name, value)
+    with pytest.raises(UsageError, match=re.escape(needle)):
+        plan(**{name: value}) if name != "image" else resolve("promote", {**BASE, "image": value}, {})
