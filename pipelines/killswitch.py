@@ -61,10 +61,13 @@ async def run(settings: Settings, out: Output) -> dict[str, Any]:
     require_live_token(settings)
     async with GiteaClient.for_settings(settings) as gitea:
         reason = await live_reason(gitea)
+        from pipelines.leasecmd import holder_facts  # who deploys now, named beside the switch
+
+        lease = await holder_facts(gitea, settings, out)
     if reason:
         raise Disabled(f"kill switch engaged: {reason}", details={"disabled_reason": reason})
     out.ok(f"kill switch off: {VARIABLE} is absent or falsy on {settings.repo}")
-    result = {"enabled": True, "live_kill_switch": "off", "disabled_reason": None}
+    result = {"enabled": True, "live_kill_switch": "off", "disabled_reason": None, "lease": lease}
     out.result(result)
     return result
 

@@ -14,6 +14,9 @@ Decisions (fail-closed):
   (ours expired and was broken) or it is gone, the lease is *lost* and the run stops (`Failed`);
   a lost lease is never renewed over or deleted, so we cannot clobber the new holder.
 - Waiting polls every `poll_interval` seconds (the gate polling interval).
+- A lease of the same SHA whose holder's ledger ends `interrupted` (or with no `done`: killed) is
+  named as such at once, with the command that breaks it; we still only wait — it expires on its
+  own, and breaking a lease is an operator's decision (`fleetgate lease --break --yes`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from pipelines.output import Output
 
 LEASE_VARIABLE = "FLEETGATE_LEASE"
+BREAK_COMMAND = "fleetgate lease --break --yes"
 MAX_QUICK_RETRIES = 5
 RELEASE_TIMEOUT = 30.0  # a shielded release must still end: the lease expires on its own anyway
 
@@ -88,6 +93,33 @@ class LeaseValue:
         return f"run {self.run} (sha {self.sha[:12]}, expires {format_time(self.expires)})"
 
 
+def holder_note(current: LeaseValue | None, sha: str, ledger_path: str | Path | None) -> str:
+    """What our ledger knows about the holder of a lease of the same SHA: that it ended `interrupted`
+    (or never wrote `done`), and how to take over. Empty when the ledger says nothing useful."""
+    if current is None or current.sha != sha or ledger_path is None:
+        return ""
+    from pipelines.report.runs import UNFINISHED, find_run
+
+    record = find_run(ledger_path, current.run)
+    if record is None or record.run_id != current.run:
+        return ""
+    if record.outcome == "interrupted":
+        ended = "ended `interrupted`"
+    elif record.outcome == UNFINISHED:
+        ended = f"has no `done` (last: {record.last_phase}; killed, or still running elsewhere)"
+    else:
+        return ""
+    return (f"the holder {current.run} deploys this same SHA and its ledger {ended}, yet it still holds the "
+            f"lease (expires {format_time(current.expires)}); if that run is gone, take over with "
+            f"`{BREAK_COMMAND}`")
+
+
+async def read_lease(gitea: GiteaClient) -> tuple[str | None, LeaseValue | None]:
+    """The raw lease value (None: no lease) and its parse (None: absent or not ours to trust)."""
+    raw = await gitea.get_variable(LEASE_VARIABLE)
+    return raw, (LeaseValue.parse(raw) if raw is not None else None)
+
+
 class Lease:
     """Take, renew, release (and in an emergency break) the deploy lease."""
 
@@ -118,8 +150,11 @@ class Lease:
         return current is not None and current.run == self.run_id
 
     async def _read(self) -> tuple[str | None, LeaseValue | None]:
-        raw = await self.gitea.get_variable(LEASE_VARIABLE)
-        return raw, (LeaseValue.parse(raw) if raw is not None else None)
+        return await read_lease(self.gitea)
+
+    def _ledger_path(self) -> Path | None:
+        path = getattr(self.ledger, "path", None)
+        return path if isinstance(path, Path) else None
 
     # ------------------------------------------------------------------ protocol
     async def acquire(self, *, break_held: bool = False) -> None:
@@ -129,6 +164,7 @@ class Lease:
         """
         deadline = anyio.current_time() + self.wait
         announced = ""
+        note = ""
         quick_retries = 0  # create refused without a holder to wait for: bounded, never a tight loop
         while True:
             if quick_retries > MAX_QUICK_RETRIES:
@@ -162,14 +198,18 @@ class Lease:
             holder = current.describe() if current is not None else \
                 f"an unparseable value {redact(raw, limit=120)!r} (treated as held, never expiring)"
             remaining = deadline - anyio.current_time()
+            if holder != announced:
+                note = holder_note(current, self.sha, self._ledger_path())
             if remaining <= 0:
-                hint = "" if current is not None else \
-                    f"; an operator must delete the variable {LEASE_VARIABLE} or run `redeploy --break-lease`"
+                hint = f"; {note}" if note else "" if current is not None else \
+                    f"; an operator must delete the variable {LEASE_VARIABLE} or run `{BREAK_COMMAND}`"
                 raise Failed(f"lease {LEASE_VARIABLE} is held by {holder}; gave up after waiting "
                              f"{self.wait:g}s (--lease-wait){hint}",
                              details={"lease_holder": current.run if current is not None else None})
             if holder != announced:
                 self.out.info(f"lease {LEASE_VARIABLE} is held by {holder}; waiting up to {remaining:.0f}s")
+                if note:
+                    self.out.warn(note)
                 announced = holder
             await self.out.pause(min(self.poll_interval, remaining), f"waiting for {holder} to release the lease")
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
@@ -22,7 +25,58 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 LINE_LIMIT = 2000
+SLUGS_SHOWN = 10  # human lines name at most this many tenants; the ledger and `report` keep them all
 _STYLES = {"ok": ("✔ ", "green"), "warn": ("! ", "yellow"), "error": ("✘ ", "red"), "info": ("", "")}
+
+
+def cut_list(items: Sequence[str], limit: int = SLUGS_SHOWN) -> str:
+    """`a, b, c` — or the first `limit` and "… and N more" (human output only)."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" … and {len(items) - limit} more" if len(items) > limit else "") if items else "none"
+
+
+class Progress:
+    """One thing being waited for: `done` of `total` (tenants verified), within `seconds` (a timeout).
+
+    On a terminal it is drawn as one live line (rich redraws it a few times a second, so elapsed and
+    time left move while nothing else does); in CI each change of `done` is one plain line.
+    """
+
+    def __init__(self, label: str, *, total: int | None, seconds: float | None,
+                 clock: Callable[[], float]) -> None:
+        self.label = label
+        self.total = total
+        self.seconds = seconds
+        self.clock = clock
+        self.started = clock()
+        self.done: int | None = None
+        self.note = ""
+
+    def update(self, done: int | None = None, note: str | None = None) -> bool:
+        """Record progress; True when it changed what a plain line would say."""
+        changed = (done is not None and done != self.done) or (note is not None and note != self.note)
+        if done is not None:
+            self.done = done
+        if note is not None:
+            self.note = note
+        return changed
+
+    def text(self) -> str:
+        elapsed = max(0.0, self.clock() - self.started)
+        parts = [self.label]
+        if self.total is not None:
+            parts.append(f"{self.done or 0} of {self.total} verified")
+        if self.seconds is not None:
+            left = max(0.0, self.seconds - elapsed)
+            parts.append(f"{elapsed:.0f}s of {self.seconds:g}s, {left:.0f}s left")
+        else:
+            parts.append(f"{elapsed:.0f}s")
+        if self.note:
+            parts.append(self.note)
+        return redact(" — ".join(parts), fold=False)
+
+    def __rich__(self) -> str:
+        return self.text()
 
 
 def _lines(message: str) -> list[str]:
@@ -79,6 +133,37 @@ class Output:
         The kill switch and a stand-down are the tool working as meant: a notice, not a failure."""
         say = self.warn if exc.exit_code in (ExitCode.DISABLED, ExitCode.STOOD_DOWN) else self.error
         say(f"fleetgate {verb}: {exc.message}")
+
+    @contextmanager
+    def progress(self, label: str, *, total: int | None = None, seconds: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> Iterator[Progress]:
+        """A live line while the engine waits (`verify canary`, `wave 4 of 20: CP call`):
+
+            with out.progress("wave 2 of 5: verifying", total=3, seconds=60) as p:
+                p.update(done=2)
+
+        On a terminal the line redraws itself (elapsed, time left); in CI: the label once, then a
+        plain line per change (`2 of 3 verified`), never a line per tick.
+        """
+        bar = Progress(label, total=total, seconds=seconds, clock=clock)
+        console = self.console
+        if console is None:
+            self.info(bar.text())
+            plain_update = bar.update
+
+            def update(done: int | None = None, note: str | None = None) -> bool:
+                changed = plain_update(done, note)
+                if changed:
+                    self.info(bar.text())
+                return changed
+
+            bar.update = update  # type: ignore[method-assign]
+            yield bar
+            return
+        from rich.live import Live
+
+        with Live(bar, console=console, refresh_per_second=4, transient=True):
+            yield bar
 
     async def pause(self, seconds: float, label: str) -> None:
         """Sleep `seconds`; on a terminal, show `label` with a live countdown meanwhile."""

@@ -4,6 +4,9 @@ The URL guard and every validation already ran in `settings.resolve` (exit 2, no
 Here: the plan-time kill switch (no network), then — with a Gitea token — the live kill switch
 (a token that cannot read it fails now, exit 1, not at the first write) and, unless a dry run (it
 takes no lease), the lease write probe.
+With a token it also names who holds the deploy lease (`lease_holder`; read-only, a plan never
+takes it). `settings` holds every resolved setting the verb uses except secrets (those are only
+`set`/`missing`): URLs, the URL guard's inputs, timeouts, lease settings.
 The plan is printed whatever `--json` says (it *is* the output), once; a disabled plan is printed
 too, with `enabled: false` and the reason, and then exits 3.
 """
@@ -15,12 +18,25 @@ from typing import Any
 from pipelines.errors import ExitCode, Failed
 from pipelines.gitea import GiteaClient
 from pipelines.killswitch import live_reason, plan_time_reason
+from pipelines.leasecmd import holder_facts
 from pipelines.output import Output, redact_json
-from pipelines.settings import Settings
+from pipelines.settings import Kind, Settings, options_for
 
 
 def _presence(value: object) -> str:
     return "set" if value is not None else "missing"
+
+
+def resolved_settings(settings: Settings, verb: str = "plan") -> dict[str, Any]:
+    """Every setting `verb` uses as resolved, by name; a secret only as `set` or `missing`."""
+    values: dict[str, Any] = {}
+    for option in options_for(verb):
+        value = getattr(settings, option.name)
+        if option.kind is Kind.SECRET:
+            values[option.name] = _presence(value)
+        else:
+            values[option.name] = list(value) if isinstance(value, tuple) else value
+    return values
 
 
 def build_plan(settings: Settings) -> dict[str, Any]:
@@ -46,6 +62,7 @@ def build_plan(settings: Settings) -> dict[str, Any]:
         "lease": settings.lease,
         "gitea_token": _presence(settings.gitea_token),
         "cp_token": _presence(settings.cp_token),
+        "settings": resolved_settings(settings),
     }
 
 
@@ -62,6 +79,7 @@ async def preflight(settings: Settings, out: Output) -> dict[str, Any]:
             out.warn("no --gitea-token: the live kill switch is not read now (assert-enabled will need it)")
         return plan
     async with GiteaClient.for_settings(settings) as gitea:
+        plan["lease_holder"] = await holder_facts(gitea, settings, out)
         if settings.live_kill_switch:
             reason = await live_reason(gitea)
             if reason:

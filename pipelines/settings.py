@@ -345,7 +345,9 @@ class Settings:
                       doc="Branch whose head decides the stand-down rule.")
     required_contexts: tuple[str, ...] = opt(
         "--required-context", "PROD_AUTO_DEPLOY_REQUIRED_CONTEXTS", default=(), kind=Kind.LIST, group=GT,
-        multiple=True, required_by=EVERY, why_required="no required status contexts (an empty list would let "
+        # every verb that judges gates needs them; `status` only shows the head's contexts
+        multiple=True, required_by=("plan", "wait-gates", "rollout", "deploy-production"),
+        why_required="no required status contexts (an empty list would let "
         "any commit through)",
         doc="Status context that must be success on the exact SHA (repeatable; env: comma "
         "or newline separated). An empty list is a configuration error.")

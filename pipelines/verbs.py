@@ -39,7 +39,8 @@ class Extra:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        # `break_` is `--break` (a Python keyword gets a trailing underscore; Dagger drops it too)
+        return "--" + self.name.rstrip("_").replace("_", "-")
 
     def value(self, raw: Any) -> Any:
         """What the verb function receives, from a click or Dagger argument value."""
@@ -79,6 +80,11 @@ ONLY = Extra("only", Kind.LIST, "Verify only these tenant slugs (repeatable).")
 REJECT = Extra("reject", Kind.BOOL, "Post failure instead: the paused run stops (exit 1, or rolls back).")
 COMMENT = Extra("comment", Kind.STR, "One line shown as the status's description in Gitea.")
 BREAK_LEASE = Extra("break_lease", Kind.BOOL, "Emergency: take over another run's lease (recorded in the ledger).")
+FLEET = Extra("fleet", Kind.BOOL, "Add the fleet by SHA (CP dry-run listing + /buildinfo).")
+BREAK = Extra("break_", Kind.BOOL, "Delete another run's lease (recorded in the ledger); needs --yes.")
+YES = Extra("yes", Kind.BOOL, "Confirm --break.")
+RUN = Extra("run", Kind.STR, "Run id (or a unique prefix) to report; default: the last run.")
+FORMAT = Extra("format", Kind.STR, "text (default), md (the step summary) or html (one self-contained page).")
 
 VERB_ROWS: tuple[Verb, ...] = (
     Verb("plan", "pipelines.plan:run", "Resolve settings, run every preflight, print the plan as JSON.",
@@ -104,6 +110,15 @@ VERB_ROWS: tuple[Verb, ...] = (
     Verb("approve", "pipelines.approve:run",
          "Approve (or --reject) a run paused after its canary: posts the --approval-context status on --sha.",
          (C, G, AP), extras=(REJECT, COMMENT)),
+    Verb("status", "pipelines.status:run",
+         "What is going on now: the lease, the kill switch, the branch head and its gates, the last run.",
+         (G, GT, K, CP, TG, T, L, LD), extras=(FLEET,), writes_ledger=False),
+    Verb("lease", "pipelines.leasecmd:run",
+         "Show the deploy lease; --break --yes deletes another run's lease (recorded in the ledger).",
+         (G, L, LD), extras=(BREAK, YES)),
+    Verb("report", "pipelines.report:run",
+         "One run of the ledger (default: the last) as text, Markdown or one self-contained HTML page.",
+         (LD,), extras=(RUN, FORMAT), writes_ledger=False),
 )
 VERBS: dict[str, Verb] = {v.name: v for v in VERB_ROWS}
 
