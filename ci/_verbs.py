@@ -1336,6 +1336,273 @@ class VerbFunctions:
         return await run_function('approve', locals())
 
     @never_cached
+    async def status(
+        self,
+        *,
+        source: ConfigSource,
+        fleet: Annotated[
+            bool,
+            Doc("Add the fleet by SHA (CP dry-run listing + /buildinfo)."),
+        ] = False,
+        sandbox: Annotated[
+            bool,
+            Doc("Start a simulated Gitea + control plane + fleet on 127.0.0.1 (inside the function's "
+                "container) and point every URL at it."),
+        ] = False,
+        scenario: Annotated[
+            str,
+            Doc("Sandbox scenario (with --sandbox)."),
+        ] = "happy",
+        repo: Annotated[
+            str | None,
+            Doc("owner/name of the repository on Gitea. Default: required (or fleetgate.toml: repo). "
+                "CLI: --repo."),
+        ] = None,
+        gitea_url: Annotated[
+            str | None,
+            Doc("Gitea base URL (no /api/v1). Default: required (or fleetgate.toml: gitea_url). CLI: "
+                "--gitea-url."),
+        ] = None,
+        gitea_token: Annotated[
+            dagger.Secret | None,
+            Doc("Gitea token; sent only to the Gitea origin. A Dagger secret, e.g. env://NAME; never "
+                "from fleetgate.toml. CLI: --gitea-token."),
+        ] = None,
+        gitea_retry_deadline: Annotated[
+            float | None,
+            Doc("How long one Gitea read may be retried (429, 5xx, lost connections) before the step "
+                "fails closed; within a gate wait, never past its timeout. Default: 60.0 (or "
+                "fleetgate.toml: gitea_retry_deadline). CLI: --gitea-retry-deadline."),
+        ] = None,
+        branch: Annotated[
+            str | None,
+            Doc("Branch whose head decides the stand-down rule. Default: main (or fleetgate.toml: "
+                "branch). CLI: --branch."),
+        ] = None,
+        required_context: Annotated[
+            list[str] | None,
+            Doc("Status context that must be success on the exact SHA (repeatable; env: comma or "
+                "newline separated). An empty list is a configuration error. A list (repeat the flag "
+                "or separate with commas). Default: none (or fleetgate.toml: required_contexts). CLI: "
+                "--required-context."),
+        ] = None,
+        poll_interval: Annotated[
+            float | None,
+            Doc("Gate polling interval. Default: 15.0 (or fleetgate.toml: poll_interval). CLI: "
+                "--poll-interval."),
+        ] = None,
+        gate_timeout: Annotated[
+            float | None,
+            Doc("Give up waiting for gates after this long. Default: 1800.0 (or fleetgate.toml: "
+                "gate_timeout). CLI: --gate-timeout."),
+        ] = None,
+        disabled: Annotated[
+            str | None,
+            Doc("Kill switch at plan time (truthy: 1, true, yes, on, disabled, disable; any case). "
+                "Default:  (or fleetgate.toml: disabled). CLI: --disabled."),
+        ] = None,
+        live_kill_switch: Annotated[
+            bool | None,
+            Doc("Re-read the Gitea Actions variable PROD_AUTO_DEPLOY_DISABLED before every CP write. "
+                "Default: on (or fleetgate.toml: live_kill_switch). CLI: --live-kill-switch."),
+        ] = None,
+        cp_url: Annotated[
+            str | None,
+            Doc("Control-plane base URL. Default: https://api.moleculesai.app (or fleetgate.toml: "
+                "cp_url). CLI: --cp-url."),
+        ] = None,
+        prod_cp_url: Annotated[
+            str | None,
+            Doc("The URL the guard treats as production. Default: https://api.moleculesai.app (or "
+                "fleetgate.toml: prod_cp_url). CLI: --prod-cp-url."),
+        ] = None,
+        allow_non_prod_cp_url: Annotated[
+            bool | None,
+            Doc("Required when --cp-url differs from --prod-cp-url. Default: off (or fleetgate.toml: "
+                "allow_non_prod_cp_url). CLI: --allow-non-prod-cp-url."),
+        ] = None,
+        cp_token: Annotated[
+            dagger.Secret | None,
+            Doc("Control-plane admin token; sent only to the CP origin. A Dagger secret, e.g. "
+                "env://NAME; never from fleetgate.toml. CLI: --cp-token."),
+        ] = None,
+        cp_timeout: Annotated[
+            float | None,
+            Doc("Read timeout of a wave's CP call (the CP answers when the wave's slowest tenant is "
+                "done). Default: 600.0 (or fleetgate.toml: cp_timeout). CLI: --cp-timeout."),
+        ] = None,
+        cp_retry_backoff: Annotated[
+            float | None,
+            Doc("First wait before retrying a 502/503/504 or a lost connection to the CP; doubles for "
+                "each of the three retries (5, 10, 20 s). Default: 5.0 (or fleetgate.toml: "
+                "cp_retry_backoff). CLI: --cp-retry-backoff."),
+        ] = None,
+        target_tag: Annotated[
+            str | None,
+            Doc("Image tag the CP deploys (default: --tag-template applied to --sha). Default: "
+                "--tag-template applied to --sha (or fleetgate.toml: target_tag). CLI: --target-tag."),
+        ] = None,
+        tag_template: Annotated[
+            str | None,
+            Doc("How a SHA maps to a tag ({sha}, {short_sha}); used for rollback. Default: "
+                "staging-{short_sha} (or fleetgate.toml: tag_template). CLI: --tag-template."),
+        ] = None,
+        tenant_url_template: Annotated[
+            str | None,
+            Doc("Base URL of a tenant ({slug}); /buildinfo is appended. Default: "
+                "https://{slug}.moleculesai.app (or fleetgate.toml: tenant_url_template). CLI: "
+                "--tenant-url-template."),
+        ] = None,
+        verify_timeout: Annotated[
+            float | None,
+            Doc("How long a wave's tenants may take to report the SHA on /buildinfo. Default: 60.0 "
+                "(or fleetgate.toml: verify_timeout). CLI: --verify-timeout."),
+        ] = None,
+        verify_interval: Annotated[
+            float | None,
+            Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
+                "fleetgate.toml: verify_interval). CLI: --verify-interval."),
+        ] = None,
+        health_path: Annotated[
+            str | None,
+            Doc("A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "
+                "read. Default: unset (or fleetgate.toml: health_path). CLI: --health-path."),
+        ] = None,
+        lease: Annotated[
+            bool | None,
+            Doc("Serialise deploys through a lease held in Gitea; --no-lease is shown in the plan. "
+                "Default: on (or fleetgate.toml: lease). CLI: --lease."),
+        ] = None,
+        lease_ttl: Annotated[
+            float | None,
+            Doc("Lease expiry; renewed before every wave. Default: 900.0 (or fleetgate.toml: "
+                "lease_ttl). CLI: --lease-ttl."),
+        ] = None,
+        lease_wait: Annotated[
+            float | None,
+            Doc("How long to wait for another run's lease before failing. Default: 3600.0 (or "
+                "fleetgate.toml: lease_wait). CLI: --lease-wait."),
+        ] = None,
+        ledger: Annotated[
+            str | None,
+            Doc("Append-only JSON Lines record of the run. Default: fleetgate-ledger.jsonl (or "
+                "fleetgate.toml: ledger). CLI: --ledger."),
+        ] = None,
+    ) -> str:
+        """What is going on now: the lease, the kill switch, the branch head and its gates, the last
+        run. Same as `fleetgate status`; returns the result as JSON. Fails like the CLI: the error
+        is the CLI's one line ending `(exit N)`, N being the CLI exit code (1 failed, fail-closed; 2
+        usage or configuration error, nothing contacted).
+        """
+        return await run_function('status', locals())
+
+    @never_cached
+    async def lease(
+        self,
+        *,
+        source: ConfigSource,
+        break_: Annotated[
+            bool,
+            Doc("Delete another run's lease (recorded in the ledger); needs --yes."),
+        ] = False,
+        yes: Annotated[
+            bool,
+            Doc("Confirm --break."),
+        ] = False,
+        sandbox: Annotated[
+            bool,
+            Doc("Start a simulated Gitea + control plane + fleet on 127.0.0.1 (inside the function's "
+                "container) and point every URL at it."),
+        ] = False,
+        scenario: Annotated[
+            str,
+            Doc("Sandbox scenario (with --sandbox)."),
+        ] = "happy",
+        repo: Annotated[
+            str | None,
+            Doc("owner/name of the repository on Gitea. Default: required (or fleetgate.toml: repo). "
+                "CLI: --repo."),
+        ] = None,
+        gitea_url: Annotated[
+            str | None,
+            Doc("Gitea base URL (no /api/v1). Default: required (or fleetgate.toml: gitea_url). CLI: "
+                "--gitea-url."),
+        ] = None,
+        gitea_token: Annotated[
+            dagger.Secret | None,
+            Doc("Gitea token; sent only to the Gitea origin. A Dagger secret, e.g. env://NAME; never "
+                "from fleetgate.toml. CLI: --gitea-token."),
+        ] = None,
+        gitea_retry_deadline: Annotated[
+            float | None,
+            Doc("How long one Gitea read may be retried (429, 5xx, lost connections) before the step "
+                "fails closed; within a gate wait, never past its timeout. Default: 60.0 (or "
+                "fleetgate.toml: gitea_retry_deadline). CLI: --gitea-retry-deadline."),
+        ] = None,
+        lease: Annotated[
+            bool | None,
+            Doc("Serialise deploys through a lease held in Gitea; --no-lease is shown in the plan. "
+                "Default: on (or fleetgate.toml: lease). CLI: --lease."),
+        ] = None,
+        lease_ttl: Annotated[
+            float | None,
+            Doc("Lease expiry; renewed before every wave. Default: 900.0 (or fleetgate.toml: "
+                "lease_ttl). CLI: --lease-ttl."),
+        ] = None,
+        lease_wait: Annotated[
+            float | None,
+            Doc("How long to wait for another run's lease before failing. Default: 3600.0 (or "
+                "fleetgate.toml: lease_wait). CLI: --lease-wait."),
+        ] = None,
+        ledger: Annotated[
+            str | None,
+            Doc("Append-only JSON Lines record of the run. Default: fleetgate-ledger.jsonl (or "
+                "fleetgate.toml: ledger). CLI: --ledger."),
+        ] = None,
+    ) -> str:
+        """Show the deploy lease; --break --yes deletes another run's lease (recorded in the ledger).
+        Same as `fleetgate lease`; returns the result as JSON. Fails like the CLI: the error is the
+        CLI's one line ending `(exit N)`, N being the CLI exit code (1 failed, fail-closed; 2 usage
+        or configuration error, nothing contacted).
+        """
+        return await run_function('lease', locals())
+
+    @never_cached
+    async def report(
+        self,
+        *,
+        source: ConfigSource,
+        run: Annotated[
+            str | None,
+            Doc("Run id (or a unique prefix) to report; default: the last run."),
+        ] = None,
+        format: Annotated[
+            str | None,
+            Doc("text (default), md (the step summary) or html (one self-contained page)."),
+        ] = None,
+        sandbox: Annotated[
+            bool,
+            Doc("Start a simulated Gitea + control plane + fleet on 127.0.0.1 (inside the function's "
+                "container) and point every URL at it."),
+        ] = False,
+        scenario: Annotated[
+            str,
+            Doc("Sandbox scenario (with --sandbox)."),
+        ] = "happy",
+        ledger: Annotated[
+            str | None,
+            Doc("Append-only JSON Lines record of the run. Default: fleetgate-ledger.jsonl (or "
+                "fleetgate.toml: ledger). CLI: --ledger."),
+        ] = None,
+    ) -> str:
+        """One run of the ledger (default: the last) as text, Markdown or one self-contained HTML page.
+        Same as `fleetgate report`; returns the result as JSON. Fails like the CLI: the error is the
+        CLI's one line ending `(exit N)`, N being the CLI exit code (1 failed, fail-closed; 2 usage
+        or configuration error, nothing contacted).
+        """
+        return await run_function('report', locals())
+
+    @never_cached
     async def publish_and_deploy(
         self,
         *,

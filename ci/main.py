@@ -27,8 +27,8 @@ PYTHON_IMAGE = "docker.io/library/python:3.11.7-slim-bookworm"
 PIP_CACHE = "fleetgate-pip-python3.11"
 SRC = "/src"
 # Test-time system packages: the promote tests run Debian's registry and need openssl for its tokens;
-# the analysis tests run a real Prometheus.
-TEST_APT_PACKAGES = ("docker-registry", "openssl", "prometheus")
+# the analysis tests run a real Prometheus; the report test opens its HTML page in chromium.
+TEST_APT_PACKAGES = ("docker-registry", "openssl", "prometheus", "chromium")
 
 # ---------------------------------------------------------------- container graphs
 

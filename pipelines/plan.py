@@ -79,9 +79,9 @@ async def preflight(settings: Settings, out: Output) -> dict[str, Any]:
             out.warn("no --gitea-token: the live kill switch is not read now (assert-enabled will need it)")
         return plan
     async with GiteaClient.for_settings(settings) as gitea:
+        reason = await live_reason(gitea) if settings.live_kill_switch else None
         plan["lease_holder"] = await holder_facts(gitea, settings, out)
         if settings.live_kill_switch:
-            reason = await live_reason(gitea)
             if reason:
                 plan.update(enabled=False, disabled_reason=reason)
                 return plan

@@ -46,6 +46,9 @@ EXPECTED_FUNCTIONS = {
     "redeploy",
     "promote",
     "approve",
+    "status",
+    "lease",
+    "report",
     "publish-and-deploy",
 }
 

@@ -105,7 +105,7 @@ async def test_unparseable_lease_is_held_and_never_broken(tmp_path: Path) -> Non
         sb.state.set_variable(LEASE_VARIABLE, "locked by bob")
         with pytest.raises(Failed, match="unparseable") as caught:
             await lease.acquire()
-        assert "--break-lease" in caught.value.message
+        assert "fleetgate lease --break --yes" in caught.value.message
         assert sb.state.get_variable(LEASE_VARIABLE) == "locked by bob"
 
 
@@ -155,3 +155,29 @@ def test_lease_value_parsing() -> None:
                 '{"run":"","sha":"s","expires":"2026-01-01T00:00:00Z"}',
                 '{"run":"r","sha":"s","expires":"soon"}'):
         assert LeaseValue.parse(bad) is None, bad
+
+
+async def test_a_same_sha_holder_whose_ledger_ended_interrupted_is_named_with_the_way_out(
+        tmp_path: Path) -> None:
+    crashed = Ledger(tmp_path / "ledger.jsonl", "crashed-1")
+    crashed.record("plan", verb="deploy-production", sha=SHA)
+    crashed.record("wave_start", wave=0, label="canary", canary=True, slugs=["alpha"])
+    crashed.record("done", sha=SHA, exit_code=1, outcome="interrupted")
+    async with serve() as sb, lease_in(sb, tmp_path, wait=0.0) as (lease, _):
+        sb.state.hold_lease(run="crashed-1", sha=SHA, expires_in=600)
+        with pytest.raises(Failed) as caught:
+            await lease.acquire()
+        assert sb.state.get_variable(LEASE_VARIABLE) is not None  # named, never broken on our own
+    message = caught.value.message
+    assert "crashed-1 deploys this same SHA" in message and "ended `interrupted`" in message
+    assert "fleetgate lease --break --yes" in message
+
+
+async def test_a_holder_of_another_sha_or_unknown_to_the_ledger_gets_no_such_note(tmp_path: Path) -> None:
+    Ledger(tmp_path / "ledger.jsonl", "crashed-2").record("done", sha="b" * 40, exit_code=1,
+                                                          outcome="interrupted")
+    async with serve() as sb, lease_in(sb, tmp_path, wait=0.0) as (lease, _):
+        sb.state.hold_lease(run="crashed-2", sha="b" * 40, expires_in=600)
+        with pytest.raises(Failed) as caught:
+            await lease.acquire()
+    assert "interrupted" not in caught.value.message

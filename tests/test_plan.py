@@ -24,8 +24,9 @@ pytestmark = pytest.mark.anyio
 PLAN_KEYS = sorted([
     "sha", "short_sha", "target_tag", "repo", "branch", "cp_url", "required_contexts", "canary", "batch_size",
     "soak_seconds", "max_stragglers", "on_failure", "dry_run", "enabled", "disabled_reason",
-    "live_kill_switch", "lease", "gitea_token", "cp_token",
+    "live_kill_switch", "lease", "gitea_token", "cp_token", "settings",
 ])
+PREFLIGHT_KEYS = sorted([*PLAN_KEYS, "lease_holder"])  # with a Gitea token the plan names the lease holder
 
 
 def settings_for(sb: Sandbox, **changes: Any) -> Settings:
@@ -57,11 +58,13 @@ async def test_plan_prints_one_sorted_json_object_and_probes_gitea() -> None:
         other = [r for r in sb.state.requests if r.service != "gitea"]
     assert stdout.count("\n") == 1
     printed = json.loads(stdout)
-    assert list(printed) == PLAN_KEYS  # keys sorted
+    assert list(printed) == PREFLIGHT_KEYS  # keys sorted
     assert printed == {k: v for k, v in result.items() if k != "exit_code"}
     assert printed["enabled"] is True and printed["gitea_token"] == "set" and printed["cp_token"] == "set"
+    assert printed["lease_holder"] == {"held": False}
     assert gitea[0] == ("GET", "PROD_AUTO_DEPLOY_DISABLED")
-    assert gitea[1][0] == "PUT" and gitea[1][1].startswith("FLEETGATE_WRITE_PROBE_")
+    assert gitea[1] == ("GET", "FLEETGATE_LEASE")  # read only: a plan never takes the lease
+    assert gitea[2][0] == "PUT" and gitea[2][1].startswith("FLEETGATE_WRITE_PROBE_")
     assert other == []  # plan never calls the CP or a tenant
     assert sb.state.variables == {}  # the probe wrote nothing
 
@@ -131,7 +134,7 @@ def test_cli_plan_sandbox_prints_the_plan_once_without_tokens(json_flag: tuple[s
     lines = proc.stdout.splitlines()
     assert len(lines) == 1
     plan = json.loads(lines[0])
-    assert list(plan) == PLAN_KEYS
+    assert list(plan) == PREFLIGHT_KEYS
     assert plan["gitea_token"] == "set" and plan["cp_token"] == "set"
     for token in (GITEA_TOKEN, CP_TOKEN):
         assert token not in proc.stdout and token not in proc.stderr
@@ -156,3 +159,29 @@ def test_cli_plan_flags_beat_the_sandbox_overlay(monkeypatch: pytest.MonkeyPatch
     assert code == 0, stderr
     plan = json.loads(stdout)
     assert (plan["batch_size"], plan["canary"], plan["lease"], plan["dry_run"]) == (5, "none", False, True)
+
+
+def test_the_plan_shows_every_resolved_setting_but_never_a_secret() -> None:
+    from pipelines.settings import Kind, options_for
+
+    settings = resolve("plan", {"sha": "b" * 40, "repo": "acme/fleet", "gitea_url": "https://git.example.com",
+                                "required_contexts": ("ci",), "gitea_token": "tok-abcdef-123",
+                                "cp_token": "cp-secret-456", "lease_ttl": "1200", "cp_timeout": "300"}, {})
+    shown = build_plan(settings)["settings"]
+    assert set(shown) == {o.name for o in options_for("plan")}
+    for name in ("cp_url", "prod_cp_url", "allow_non_prod_cp_url", "gitea_url", "tenant_url_template",
+                 "gate_timeout", "verify_timeout", "lease_wait"):
+        assert name in shown, name
+    assert shown["lease_ttl"] == 1200 and shown["cp_timeout"] == 300
+    assert {shown[o.name] for o in options_for("plan") if o.kind is Kind.SECRET} == {"set"}
+    text = json.dumps(shown)
+    assert "tok-abcdef-123" not in text and "cp-secret-456" not in text
+
+
+async def test_the_plan_names_who_holds_the_lease() -> None:
+    async with serve("lease-held") as sb:
+        result, stdout, stderr = await plan_in_process(sb)
+    holder = json.loads(stdout)["lease_holder"]
+    assert holder["held"] is True and holder["run"] == "other-run-7" and holder["expired"] is False
+    assert "held by run other-run-7" in stderr
+    assert result.get("exit_code", 0) == 0  # a held lease is news, not a failed plan

@@ -199,6 +199,44 @@ def _lease_expired(w: World) -> None:
     w.hold_lease(run="crashed-run-3", expires_in=-600)
 
 
+CRASHED_RUN = "crashed-run-9"
+
+
+def _lease_interrupted(w: World) -> None:
+    """A run of this SHA was interrupted after its canary and could not release its lease."""
+    canary = _slug(w, 0)
+    before = w.tenants[canary].sha
+    w.tenants[canary].sha = w.deploy_sha
+    w.hold_lease(run=CRASHED_RUN, sha=w.deploy_sha, expires_in=900)
+    tag = f"staging-{w.deploy_sha[:7]}"
+    row = {canary: {"before": before, "after": w.deploy_sha, "verdict": "verified"}}
+    w.ledger_history += [
+        (CRASHED_RUN, "plan", {"verb": "deploy-production", "sha": w.deploy_sha, "tag": tag}),
+        (CRASHED_RUN, "gate", {"sha": w.deploy_sha, "ok": True}),
+        (CRASHED_RUN, "lease", {"action": "taken", "run": CRASHED_RUN, "sha": w.deploy_sha}),
+        (CRASHED_RUN, "wave_start", {"wave": 0, "label": "canary", "canary": True, "slugs": [canary],
+                                     "tag": tag, "sha": w.deploy_sha}),
+        (CRASHED_RUN, "cp_call", {"wave": 0, "ok": True, "attempts": 1}),
+        (CRASHED_RUN, "wave_verified", {"wave": 0, "label": "canary", "slugs": [canary], "stragglers": [],
+                                        "tenants": row}),
+        (CRASHED_RUN, "halt", {"reason": "interrupted", "changed": [canary]}),
+        (CRASHED_RUN, "done", {"sha": w.deploy_sha, "tag": tag, "verified": False, "dry_run": False,
+                               "exit_code": 1, "outcome": "interrupted", "tenants": row}),
+    ]
+
+
+def seed_ledger(w: World, path: str) -> None:
+    """Write the scenario's past runs into the rehearsal ledger, once (a run id already there is kept)."""
+    if not w.ledger_history:
+        return
+    from pipelines.ledger import Ledger, read_ledger
+
+    present = {e.get("run_id") for e in read_ledger(path)}
+    for run_id, event, facts in w.ledger_history:
+        if run_id not in present:
+            Ledger(path, run_id).record(event, **facts)
+
+
 def _partially_deployed(w: World) -> None:
     slugs = sorted(w.tenants)
     for slug in slugs[: (len(slugs) + 1) // 2]:
@@ -300,6 +338,8 @@ _ALL: list[Scenario] = [
              _head_moves_mid_run),
     Scenario("lease-held", "another run holds an unexpired deploy lease", _lease_held),
     Scenario("lease-expired", "a crashed run left an expired deploy lease", _lease_expired),
+    Scenario("lease-interrupted", "a run of this SHA was interrupted after its canary and left its lease "
+             "(and its record in the sandbox ledger)", _lease_interrupted),
     Scenario("partially-deployed", "the first half of the fleet already runs the SHA (a killed run)",
              _partially_deployed),
     Scenario("redirecting-tenant", "the 3rd tenant's /buildinfo redirects to another origin",

@@ -190,6 +190,8 @@ class World:
     branches: dict[str, str] = field(default_factory=dict)
     deploy_sha: str = ""
     required_contexts: tuple[str, ...] = ()
+    # (run_id, event, facts) a scenario's past runs left in the rehearsal ledger (`scenarios.seed_ledger`)
+    ledger_history: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     statuses: dict[str, dict[str, Status]] = field(default_factory=dict)  # sha -> context -> latest
     status_history: list[Status] = field(default_factory=list)  # every status ever posted
     flips: list[StatusFlip] = field(default_factory=list)
