@@ -24,6 +24,7 @@ from pipelines.errors import Disabled, Failed, FleetgateError, UsageError
 from pipelines.gates import gitea_for_gates, wait_gates
 from pipelines.gitea import GiteaClient
 from pipelines.ledger import Ledger, new_run_id
+from pipelines.notify import notify_ending
 from pipelines.output import Output
 from pipelines.plan import preflight
 from pipelines.redact import redact
@@ -91,6 +92,8 @@ async def deploy_production(settings: Settings, out: Output) -> dict[str, Any]:
                        "target_tag": settings.target_tag, "outcome": outcome, **exc.details}
         write_step_summary({"ok": False, "exit_code": int(exc.exit_code), "message": exc.message,
                             **exc.details})
+        await notify_ending(settings.notify, {"exit_code": int(exc.exit_code), "message": exc.message,
+                                              "repo": settings.repo, **exc.details}, ledger=ledger, out=out)
         raise
 
     result = await rollout(settings, out, final_verify=True, verb="deploy-production", run_id=run_id)

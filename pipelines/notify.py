@@ -162,4 +162,34 @@ async def notify(targets: Sequence[Secret], notice: Notice, *, ledger: Ledger | 
     return results
 
 
-__all__ = ["WAITING", "Notice", "approve_command", "notify", "run_url"]
+def ending_word(outcome: str) -> str:
+    """A result's outcome as CONTRACT §5's one word ("done" → "deployed", "rolled back" → "rolled-back")."""
+    word = outcome.strip().lower()
+    return {"done": "deployed", "ok": "deployed"}.get(word, word.replace(" ", "-")) or "failed"
+
+
+def notice_from_result(report: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> Notice:
+    """The ending's message from a run's result (the `--json` object / the error's details)."""
+    exit_code = report.get("exit_code")
+    fleet = report.get("drift")
+    stragglers = report.get("stragglers")
+    return Notice(
+        verb=str(report.get("verb") or "rollout"), sha=str(report.get("sha") or ""),
+        outcome=ending_word(str(report.get("outcome") or ("done" if exit_code == 0 else "failed"))),
+        exit_code=exit_code if isinstance(exit_code, int) else 1,
+        repo=str(report.get("repo") or ""), target_tag=str(report.get("target_tag") or ""),
+        fleet={str(k): int(v) for k, v in fleet.items() if isinstance(v, int)} if isinstance(fleet, dict) else {},
+        stragglers=[str(s) for s in stragglers] if isinstance(stragglers, list) else [],
+        message=str(report.get("message") or report.get("error") or ""), run_url=run_url(env))
+
+
+async def notify_ending(targets: Sequence[Secret], report: Mapping[str, Any], *, ledger: Ledger | None,
+                        out: Output | None) -> list[dict[str, Any]]:
+    """One message for how the run ended (nothing when nobody is to be told)."""
+    if not targets:
+        return []
+    return await notify(targets, notice_from_result(report), ledger=ledger, out=out)
+
+
+__all__ = ["WAITING", "Notice", "approve_command", "ending_word", "notice_from_result", "notify", "notify_ending",
+           "run_url"]

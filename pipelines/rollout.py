@@ -29,16 +29,19 @@ from typing import Any, NoReturn
 import anyio
 
 from pipelines import killswitch
+from pipelines.analysis import Analysis
 from pipelines.cp import CPAnswer, CPClient, row_facts
 from pipelines.errors import Disabled, ExitCode, Failed, FleetgateError, HaltedMixed, StoodDown, UsageError
 from pipelines.gates import SUCCESS, judge
 from pipelines.gitea import GiteaClient
 from pipelines.lease import Lease
 from pipelines.ledger import Ledger, new_run_id
+from pipelines.notify import WAITING, Notice, approve_command, notify, notify_ending, run_url
 from pipelines.output import Output
 from pipelines.settings import SHA_RE, Settings
 from pipelines.summary import write_step_summary
 from pipelines.verify import BuildinfoReader, Reading, drift_report, render_table, request_timeout
+from pipelines.watch import Approval, HealthCheckedReader, SoakWatch, Tick, wait_for_approval
 
 VERIFIED = "verified"
 
@@ -122,10 +125,12 @@ class Rollout:
         self.rollback_report: dict[str, Any] | None = None
         self.canary: str | None = None
         self.final: dict[str, Reading] | None = None
+        self.approval: Approval | None = None
         # set inside run()
         self.gitea: GiteaClient
         self.cp: CPClient
-        self.reader: BuildinfoReader
+        self.reader: BuildinfoReader | HealthCheckedReader
+        self.watch: SoakWatch
         self.lease: Lease | None = None
 
     # ------------------------------------------------------------------ entry
@@ -155,6 +160,14 @@ class Rollout:
             self.cp = await stack.enter_async_context(CPClient(
                 s.cp_url, s.cp_token, read_timeout=s.cp_timeout, retry_backoff=s.cp_retry_backoff))
             self.reader = BuildinfoReader(s.tenant_url, timeout=request_timeout(s))
+            if s.health_path:  # wherever /buildinfo is read, the health URL must answer 2xx too
+                self.reader = HealthCheckedReader(self.reader, s.tenant_url, s.health_path,
+                                                  timeout=request_timeout(s))
+            analysis = None
+            if s.analysis_query:
+                analysis = Analysis(s.prometheus_url, s.analysis_query, s.analysis_max, s.analysis_inconclusive_limit)
+                stack.push_async_callback(analysis.aclose)
+            self.watch = SoakWatch(self.reader, s.sha, s.verify_interval, analysis)
             try:
                 try:
                     outcome = await self._run_leased()
@@ -166,6 +179,7 @@ class Rollout:
                             self.lease_state = "released"
             except FleetgateError as exc:
                 self._finish_failed(exc)
+                await notify_ending(s.notify, exc.details, ledger=self.ledger, out=self.out)
                 raise
             except anyio.get_cancelled_exc_class():
                 # A signal (or the caller) cancelled us: say so in the ledger (the lease is released).
@@ -173,7 +187,9 @@ class Rollout:
                 self.ledger.record("done", sha=s.sha, tag=s.target_tag, verified=False, dry_run=s.dry_run,
                                    exit_code=int(ExitCode.FAILED), error="interrupted")
                 raise
-        return self._finish_ok(outcome)
+        result = self._finish_ok(outcome)
+        await notify_ending(s.notify, result, ledger=self.ledger, out=self.out)
+        return result
 
     async def _run_leased(self) -> str:
         """Everything under the lease; returns the outcome message of a successful run."""
@@ -213,15 +229,15 @@ class Rollout:
         if not self.waves:
             return "nothing to do: every tenant already reports the SHA"
 
-        for position, wave in enumerate(self.waves):
+        for wave in self.waves:
+            if not wave.canary and s.approve_after_canary and not s.dry_run and self.approval is None:
+                await self._wait_for_approval()
             await self._before_write(wave)
             await self._write_and_verify(wave)
             if s.dry_run:
                 continue
-            if position + 1 < len(self.waves) and s.soak_seconds > 0:
-                self.ledger.record("soak", after=wave.label, seconds=s.soak_seconds)
-                self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label}")
-                await self.out.pause(s.soak_seconds, f"soaking after {wave.label}")
+            if s.soak_seconds > 0:  # after the last wave too: the last chance to see it fail before promote
+                await self._soak(wave)
 
         if s.dry_run:
             return "dry run planned: nothing changed"
@@ -262,23 +278,107 @@ class Rollout:
 
     # ------------------------------------------------------------------ waves
     async def _before_write(self, wave: Wave) -> None:
-        """Renew the lease, re-read the kill switch: no write without both."""
+        await self._guard(wave.label)
+
+    async def _guard(self, label: str) -> None:
+        """Renew the lease, re-read the kill switch: no write without both (and no approval poll)."""
         if self.lease is not None:
             await self.lease.renew()
         if self.manual or not self.s.live_kill_switch:
             return
         reason = await killswitch.live_reason(self.gitea)  # Failed (exit 1) when unreadable
-        self.ledger.record("kill_switch", before=wave.label, engaged=reason is not None, reason=reason)
+        self.ledger.record("kill_switch", before=label, engaged=reason is not None, reason=reason)
         if reason is None:
             return
         if self.changed:
             drift = await self._drift()
-            self.ledger.record("halt", reason="kill switch", detail=reason, before=wave.label)
-            raise HaltedMixed(f"halted by the kill switch before {wave.label} ({reason}); the fleet is "
+            self.ledger.record("halt", reason="kill switch", detail=reason, before=label)
+            raise HaltedMixed(f"halted by the kill switch before {label} ({reason}); the fleet is "
                               f"mixed: {describe_counts(counts_by_sha(drift))}",
                               details=self._report(drift))
         raise Disabled(f"kill switch engaged before the first write ({reason}); nothing written",
                        details={"disabled_reason": reason})
+
+    # ------------------------------------------------------------------ approval and the soak watch
+    async def _wait_for_approval(self) -> None:
+        """Pause until a person approves (CONTRACT §1 "Approval"); lease renewed and the switch re-read
+        at every poll; rejected or unanswered fails (halt or rollback, as --on-failure says)."""
+        s = self.s
+        command = approve_command(s.repo, s.sha, s.approval_context)
+        self.ledger.record("approval", action="waiting", context=s.approval_context, timeout=s.approval_timeout)
+        self.out.warn(f"waiting for approval (up to {s.approval_timeout:g}s): run `{command}` to go on, "
+                      "or add --reject to stop")
+        known = {**self.before, **{slug: r for w in self.waves for slug, r in w.readings.items()}}
+        await notify(s.notify, Notice(verb=self.verb, sha=s.sha, outcome=WAITING, exit_code=None, repo=s.repo,
+                                      target_tag=s.target_tag, fleet=counts_by_sha(known),
+                                      stragglers=self.stragglers, approve_command=command, run_url=run_url()),
+                     ledger=self.ledger, out=self.out)
+        try:
+            approval = await wait_for_approval(self.gitea, s.sha, s.approval_context, timeout=s.approval_timeout,
+                                               interval=s.poll_interval,
+                                               keep_alive=lambda: self._guard("approval poll"))
+        except Failed as exc:
+            self.ledger.record("approval", action="failed", context=s.approval_context, error=exc.message)
+            await self._fail(f"approval: {exc.message}")
+        self.approval = approval
+        self.ledger.record("approval", action="approved" if approval.approved else "rejected",
+                           context=s.approval_context, **approval.facts())
+        who = approval.approver or "an unknown user"
+        if not approval.approved:
+            self.out.error(f"rejected by {who}: {s.approval_context} = {approval.state}")
+            await self._fail(f"rejected by {who} ({s.approval_context} = {approval.state}"
+                             f"{': ' + approval.description if approval.description else ''})")
+        self.out.ok(f"approved by {who} after {approval.waited:.1f}s")
+
+    def _watched(self) -> list[str]:
+        """The tenants verified so far (this run's waves, and those already on the SHA), stragglers aside."""
+        verified = [*self.skipped, *(slug for w in self.waves if w.status == "verified"
+                                     for slug, r in w.readings.items() if r.verdict == VERIFIED)]
+        return [slug for slug in dict.fromkeys(verified) if slug not in self.stragglers]
+
+    async def _soak(self, wave: Wave) -> None:
+        s = self.s
+        watched = self._watched()
+        self.ledger.record("soak", after=wave.label, seconds=s.soak_seconds, watched=len(watched),
+                           interval=s.verify_interval, analysis=bool(s.analysis_query))
+        self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label}, re-reading {len(watched)} verified "
+                      f"tenant(s) every {s.verify_interval:g}s{' with the analysis' if s.analysis_query else ''}")
+
+        async def on_tick(tick: Tick) -> None:
+            for slug, reading in tick.regressed.items():
+                await self._regressed(wave, slug, reading)
+            if tick.analysis_failure:
+                self.ledger.record("wave_failed", wave=wave.index, label=wave.label, reason=tick.analysis_failure,
+                                   analysis=tick.analysis.facts() if tick.analysis else None)
+                self.out.error(f"soak after {wave.label}: {tick.analysis_failure}")
+                await self._fail(f"soak after {wave.label}: {tick.analysis_failure}")
+
+        ticks = await self.watch.soak(s.soak_seconds, self._watched, on_tick)
+        self.ledger.record("soak", after=wave.label, action="watched", ticks=ticks, stragglers=self.stragglers)
+
+    async def _regressed(self, wave: Wave, slug: str, reading: Reading) -> None:
+        """A verified tenant stopped reporting the SHA (or its health check): a straggler within the budget,
+        the canary never."""
+        s = self.s
+        why = f"{slug} regressed during the soak after {wave.label} ({reading.verdict}: " \
+              f"{reading.detail or (reading.seen or '-')[:12]})"
+        for w in self.waves:
+            if slug in w.readings:
+                w.readings[slug] = reading
+        budget_left = s.max_stragglers - len(self.stragglers)
+        if slug == self.canary or budget_left <= 0:
+            rule = ("the canary must stay verified" if slug == self.canary else
+                    "no straggler left in the budget")
+            self.ledger.record("wave_failed", wave=wave.index, label=wave.label, reason=f"{why}; {rule}",
+                               stragglers=[slug])
+            self.out.error(f"soak: {why}; {rule}")
+            await self._fail(f"soak: {why}; {rule}")
+        self.stragglers.append(slug)
+        owner = next((w for w in self.waves if slug in w.slugs), wave)
+        owner.stragglers.append(slug)
+        self.ledger.record("soak", after=wave.label, action="regressed", slug=slug, verdict=reading.verdict,
+                           seen=reading.seen, straggler=True)
+        self.out.warn(f"soak: {why}: a straggler within the budget ({budget_left - 1} left)")
 
     async def _still_needed(self, slugs: list[str]) -> list[str]:
         readings = await self.reader.read(slugs, self.s.sha)
@@ -446,7 +546,7 @@ class Rollout:
         """The result (`--json`, the step summary, an error's details), shaped as `summary` documents."""
         s = self.s
         report: dict[str, Any] = {
-            "verb": self.verb, "run_id": self.run_id, "sha": s.sha, "target_tag": s.target_tag,
+            "verb": self.verb, "run_id": self.run_id, "sha": s.sha, "repo": s.repo, "target_tag": s.target_tag,
             "manual": self.manual, "dry_run": s.dry_run, "canary": self.canary,
             "waves": [w.facts() for w in self.waves], "skipped": list(self.skipped),
             "stragglers": list(self.stragglers), "changed": list(dict.fromkeys(self.changed)),
@@ -463,6 +563,8 @@ class Rollout:
                                  for slug, r in sorted(readings.items())}
         if self.rollback_report is not None:
             report["rollback"] = self.rollback_report
+        if self.approval is not None:
+            report["approval"] = self.approval.facts()
         if exit_code is not None:
             report["exit_code"] = int(exit_code)
         return report

@@ -96,6 +96,11 @@ def render(result: Mapping[str, Any]) -> str:
     lines += [" · ".join(facts), ""]
     if result.get("message"):
         lines += [f"> {cell(result['message'], 500)}", ""]
+    approval = result.get("approval")
+    if isinstance(approval, Mapping):
+        word = "Approved" if approval.get("approved") else "Rejected"
+        lines += [f"**{word} by** {code(approval.get('approver') or 'unknown')} "
+                  f"after {cell(approval.get('waited_seconds', '?'), 20)}s", ""]
 
     waves = result.get("waves")
     if isinstance(waves, list) and waves:

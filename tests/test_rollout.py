@@ -97,7 +97,7 @@ async def test_canary_alone_first_then_waves_within_the_batch_size(tmp_path: Pat
 
 async def test_each_wave_is_verified_before_the_next_wave_is_written(tmp_path: Path) -> None:
     async with serve("slow-tenants") as sb:
-        run = await do_rollout(sb, tmp_path, batch_size=3)
+        run = await do_rollout(sb, tmp_path, batch_size=3, soak_seconds=0)  # no soak watch re-reading them
         assert run.exit_code == 0, run.stderr
         w = sb.state
         starts = [c.start for c in w.cp_calls if isinstance(c.body, dict) and c.body.get("only_slugs")]
