@@ -24,7 +24,7 @@ from pipelines.settings import Kind, Settings, options_for
 
 
 def _presence(value: object) -> str:
-    return "set" if value is not None else "missing"
+    return "set" if value is not None and value != () else "missing"  # () : no --notify target
 
 
 def resolved_settings(settings: Settings, verb: str = "plan") -> dict[str, Any]:

@@ -166,7 +166,8 @@ def test_the_plan_shows_every_resolved_setting_but_never_a_secret() -> None:
 
     settings = resolve("plan", {"sha": "b" * 40, "repo": "acme/fleet", "gitea_url": "https://git.example.com",
                                 "required_contexts": ("ci",), "gitea_token": "tok-abcdef-123",
-                                "cp_token": "cp-secret-456", "lease_ttl": "1200", "cp_timeout": "300"}, {})
+                                "cp_token": "cp-secret-456", "lease_ttl": "1200", "cp_timeout": "300",
+                                "notify": ("json://127.0.0.1:1/hook-s3cr3t",)}, {})
     shown = build_plan(settings)["settings"]
     assert set(shown) == {o.name for o in options_for("plan")}
     for name in ("cp_url", "prod_cp_url", "allow_non_prod_cp_url", "gitea_url", "tenant_url_template",
@@ -175,7 +176,7 @@ def test_the_plan_shows_every_resolved_setting_but_never_a_secret() -> None:
     assert shown["lease_ttl"] == 1200 and shown["cp_timeout"] == 300
     assert {shown[o.name] for o in options_for("plan") if o.kind is Kind.SECRET} == {"set"}
     text = json.dumps(shown)
-    assert "tok-abcdef-123" not in text and "cp-secret-456" not in text
+    assert "tok-abcdef-123" not in text and "cp-secret-456" not in text and "hook-s3cr3t" not in text
 
 
 async def test_the_plan_names_who_holds_the_lease() -> None:

@@ -81,3 +81,15 @@ def test_which_verbs_see_them() -> None:
     assert {"approve_after_canary", "approval_timeout", "approval_context", "health_path", "notify",
             "prometheus_url", "analysis_query"} <= deploy_names
     assert "health_path" in {o.name for o in options_for("verify")}
+
+
+def test_the_plan_shows_the_watch_settings_but_never_a_notify_target() -> None:
+    from pipelines.output import redact_json
+    from pipelines.plan import build_plan
+
+    plan = build_plan(deploy({"FLEETGATE_NOTIFY": "json://127.0.0.1:1/hook-zz9,json://127.0.0.1:1/b"},
+                             approve_after_canary="true", health_path="/healthz"))
+    shown = plan["settings"]
+    assert shown["notify"] == "set" and shown["approve_after_canary"] is True and shown["health_path"] == "/healthz"
+    assert "hook-zz9" not in redact_json(plan)
+    assert build_plan(deploy())["settings"]["notify"] == "missing"
