@@ -19,6 +19,8 @@ from ci._verbs import VerbFunctions
 from ci.arguments import BuildSource, never_cached
 from ci.errors import VerbFailed
 from pipelines.errors import UsageError
+from pipelines.lint.cli import DEFAULT_GITEA_VERSION
+from pipelines.lint.cli import FORMATS as LINT_FORMATS
 from pipelines.settings import TAG_TEMPLATE_FIELDS, check_value
 
 # Pinned by exact tag: the interpreter the project is developed and tested on (3.11.7), on Debian
@@ -132,8 +134,8 @@ class Fleetgate(VerbFunctions):
                           Doc("Project folder holding the workflow folders and the linter.")],
         dirs: Annotated[list[str] | None,
                         Doc("Workflow folders inside --source (default: .gitea/workflows).")] = None,
-        format: Annotated[str, Doc("Output format: human, json, sarif, github.")] = "human",
-        gitea_version: Annotated[str, Doc("Target Gitea version (decides G8).")] = "1.22",
+        format: Annotated[str, Doc(f"Output format: {', '.join(LINT_FORMATS)}.")] = "human",
+        gitea_version: Annotated[str, Doc("Target Gitea version (decides G8).")] = DEFAULT_GITEA_VERSION,
         allow_empty: Annotated[bool, Doc("A folder with no workflow files is not an error.")] = False,
     ) -> str:
         """Lint Gitea/GitHub Actions workflow files; returns the findings. Same as

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipelines.errors import ExitCode, FleetgateError, UsageError
+from pipelines.lint.cli import DEFAULT_GITEA_VERSION
 from pipelines.lint.cli import FORMATS as LINT_FORMATS
 
 if TYPE_CHECKING:
@@ -138,7 +139,8 @@ def cli() -> None:
 @click.argument("dirs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(LINT_FORMATS), default="human",
               show_default=True, help="Output format.")
-@click.option("--gitea-version", default="1.22", show_default=True, help="Target Gitea version (decides G8).")
+@click.option("--gitea-version", default=DEFAULT_GITEA_VERSION, show_default=True,
+              help="Target Gitea version (decides G8).")
 @click.option("--allow-empty", is_flag=True, default=False, help="A folder with no workflow files is not an error.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="fleetgate.toml with a [lint] table (default: ./fleetgate.toml when present).")

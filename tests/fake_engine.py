@@ -1,18 +1,19 @@
-"""A stand-in Dagger engine on 127.0.0.1 for the module's registration: the SDK connects to it through its
-public session variables (DAGGER_SESSION_PORT / DAGGER_SESSION_TOKEN, as the engine runs a module), fetches
-this schema, and sends its queries; every query is recorded and each `id` answered with a fresh ID, so the
-registration query can be read back as data (IDs replaced by the chains that made them).
+"""A stand-in Dagger engine on 127.0.0.1: the SDK connects to it through its public session variables
+(DAGGER_SESSION_PORT / DAGGER_SESSION_TOKEN, as the engine runs a module), fetches this schema, and sends
+its queries. Every query is recorded and each `id` answered with a fresh ID, so what the module would
+have asked the engine (its registration, a container graph) can be read back as data, IDs replaced by
+the chains that made them. A scalar leaf (stdout, publish, …) is answered by `Recorder.answers`.
 
-The schema holds only the fields module registration uses (written for this test from the SDK's query
-builder; the engine's own schema is larger). A field the SDK asked for and this schema lacks fails the
-query build, loudly.
+The schema holds only the fields the module and its registration use (written for these tests from the
+SDK's query builder; the engine's own schema is far larger). A field the SDK asks for and this schema
+lacks fails the query build, loudly.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
@@ -39,6 +40,41 @@ type Query {
   module: Module!
   typeDef: TypeDef!
   function(name: String!, returnType: TypeDefID!): Function!
+  host: Host!
+  container: Container!
+  cacheVolume(key: String!): CacheVolume!
+  setSecret(name: String!, plaintext: String!): Secret!
+}
+
+scalar HostID
+scalar DirectoryID
+scalar ContainerID
+scalar SecretID
+scalar CacheVolumeID
+scalar FileID
+input BuildArg { name: String!, value: String! }
+
+type Host { id: HostID!  directory(path: String!, exclude: [String!], include: [String!]): Directory! }
+type Secret { id: SecretID! }
+type CacheVolume { id: CacheVolumeID! }
+type File { id: FileID!  contents: String! }
+type Directory {
+  id: DirectoryID!
+  dockerBuild(dockerfile: String = "Dockerfile", buildArgs: [BuildArg!] = [], target: String = ""): Container!
+  exists(path: String!): Boolean!
+  file(path: String!): File!
+}
+type Container {
+  id: ContainerID!
+  from(address: String!): Container!
+  withEnvVariable(name: String!, value: String!): Container!
+  withMountedCache(path: String!, cache: CacheVolumeID!, source: DirectoryID): Container!
+  withDirectory(path: String!, source: DirectoryID!, exclude: [String!], include: [String!]): Container!
+  withWorkdir(path: String!): Container!
+  withExec(args: [String!]!): Container!
+  withRegistryAuth(address: String!, username: String!, secret: SecretID!): Container!
+  stdout: String!
+  publish(address: String!): String!
 }
 
 type Module {
@@ -87,6 +123,14 @@ class Recorder:
     def __init__(self) -> None:
         self.chains: dict[str, list[dict[str, Any]]] = {}
         self.queries = 0
+        self.leaves: list[list[dict[str, Any]]] = []  # every query but an `id`, its leaf last
+        self.answers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "version": lambda _args: f"v{version('dagger-io')}",  # what the SDK checks on connecting
+            "stdout": lambda _args: "ok\n",
+            "publish": lambda args: f"{args['address']}@sha256:{'ab' * 32}",
+            "exists": lambda _args: False,
+            "contents": lambda _args: "",
+        }
         self.lock = threading.Lock()
 
     def answer(self, query: str, variables: dict[str, Any] | None) -> dict[str, Any]:
@@ -114,14 +158,22 @@ class Recorder:
                 self.chains[new_id] = chain
                 out[key] = new_id
                 continue
-            if name == "version":  # what the SDK checks on connecting: the engine it is pinned to
-                out[key] = f"v{version('dagger-io')}"
-                continue
             target = graphql.get_named_type(field.type)
-            assert isinstance(target, GraphQLObjectType) and node.selection_set is not None, name
+            if not isinstance(target, GraphQLObjectType):
+                self.leaves.append([*chain, step])
+                out[key] = self.answers[name](args)
+                continue
+            assert node.selection_set is not None, name
             inner: dict[str, Any] = {}
             self._walk(node.selection_set.selections, target, inner, [*chain, step], variables)
             out[key] = inner
+
+    def executed(self) -> list[list[dict[str, Any]]]:
+        """The queries that asked for a value (not an ID), oldest first, IDs expanded."""
+        return [[self.expand_step(s) for s in chain] for chain in self.leaves if chain[-1]["field"] != "version"]
+
+    def chain_of(self, object_id: str) -> list[dict[str, Any]]:
+        return list(self.expand(object_id))
 
     def expand(self, value: Any) -> Any:
         """`value` with every recorded ID replaced by the chain of selections that made it."""
@@ -129,6 +181,8 @@ class Recorder:
             return [self.expand_step(s) for s in self.chains[value]]
         if isinstance(value, list):
             return [self.expand(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.expand(v) for k, v in value.items()}
         return value
 
     def expand_step(self, step: dict[str, Any]) -> dict[str, Any]:

@@ -1,22 +1,23 @@
-"""The container graphs build, publish and self-test construct, read from the SDK's lazy query builder.
+"""The container graphs build, publish and self-test construct, as the engine would receive them.
 
-dagger-io builds a chain of selections and sends nothing until a leaf is awaited; here the leaf's
-`Context.execute` is replaced by a recorder, so every assertion is about the exact query the engine
-would receive (images, mounts, exec args, build args, secrets) — no engine involved.
+The SDK connects through its public session variables to a stand-in engine on 127.0.0.1
+(tests/fake_engine.py) that records every query and answers like the engine would (publish: a ref with
+a digest), so every assertion is about the exact queries sent (images, mounts, exec args, build args,
+secrets) — no engine, and no SDK internals imported or patched.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import dagger
 import pytest
-from dagger import Container, dag
-from dagger.client._core import Context, Field
-from dagger.client.base import Type
+from dagger import dag
+from fake_engine import TOKEN, Recorder, fake_engine
 
 from ci.errors import VerbFailed
 from ci.main import PIP_CACHE, PYTHON_IMAGE, TEST_APT_PACKAGES, Fleetgate
@@ -24,30 +25,33 @@ from pipelines.selftest import LINT_COMMAND, TEST_COMMAND
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 PASSWORD = "registry-password-value-1234"
+Step = dict[str, Any]
 
 
 @pytest.fixture
-def executed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Context]]:
-    """Every query a leaf would send, answered like the engine would (publish: a ref with a digest)."""
-    calls: list[Context] = []
-
-    async def record(self: Context, return_type: Any = None) -> Any:
-        calls.append(self)
-        last = self.selections[-1]
-        if last.name == "publish":
-            return f"{last.args['address']}@sha256:{'ab' * 32}"
-        return "ok\n"
-
-    monkeypatch.setattr(Context, "execute", record)
-    yield calls
+def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    with fake_engine() as (recorder, port):
+        monkeypatch.setenv("DAGGER_SESSION_PORT", str(port))
+        monkeypatch.setenv("DAGGER_SESSION_TOKEN", TOKEN)
+        yield recorder
 
 
-def chain(selections: Any) -> list[tuple[str, str]]:
-    return [(f.type_name, f.name) for f in selections]
+def connected(call: Callable[[], Awaitable[Any]]) -> Any:
+    """`call()` with the SDK connected (to the stand-in engine of the `engine` fixture)."""
+
+    async def go() -> Any:
+        async with dagger.connection():
+            return await call()
+
+    return anyio.run(go)
 
 
-def args_of(selections: Any, name: str) -> list[dict[str, Any]]:
-    return [f.args for f in selections if f.name == name]
+def chain(selections: list[Step]) -> list[tuple[str, str]]:
+    return [(s["type"], s["field"]) for s in selections]
+
+
+def args_of(selections: list[Step], name: str) -> list[dict[str, Any]]:
+    return [s["args"] for s in selections if s["field"] == name]
 
 
 def source() -> Any:
@@ -56,29 +60,27 @@ def source() -> Any:
 
 def contains_text(value: Any, text: str, skip: object = None) -> bool:
     """Whether `text` appears anywhere in a query's arguments, nested objects (but `skip`) included."""
-    if value is skip:
+    if value == skip:
         return False
     if isinstance(value, str):
         return text in value
-    if isinstance(value, Type):
-        return any(contains_text(f.args, text, skip) for f in value._ctx.selections)
     if isinstance(value, dict):
         return any(contains_text(v, text, skip) for v in value.values())
     if isinstance(value, list | tuple):
         return any(contains_text(v, text, skip) for v in value)
-    if isinstance(value, Field):
-        return contains_text(value.args, text, skip)
     return False
 
 
-def test_build_is_a_dockerfile_build_of_the_source_with_git_sha() -> None:
-    src = source()
-    container = Fleetgate().build(source=src, sha=SHA.upper())
-    assert isinstance(container, Container)
-    selections = container._ctx.selections
+def test_build_is_a_dockerfile_build_of_the_source_with_git_sha(engine: Recorder) -> None:
+    async def call() -> str:
+        container = Fleetgate().build(source=source(), sha=SHA.upper())
+        assert isinstance(container, dagger.Container)
+        return str(await container.id())
+
+    selections = engine.chain_of(connected(call))
     assert chain(selections) == [("Query", "host"), ("Host", "directory"), ("Directory", "dockerBuild")]
-    assert selections[1].args == {"path": "/project"}
-    build = selections[2].args
+    assert selections[1]["args"] == {"path": "/project"}
+    build = selections[2]["args"]
     assert build["buildArgs"] == [{"name": "GIT_SHA", "value": SHA}]  # lower-cased, validated
     assert "dockerfile" not in build  # the default, Dockerfile
 
@@ -89,25 +91,25 @@ def test_build_refuses_a_short_sha_before_building() -> None:
     assert raised.value.exit_code == 2 and str(raised.value).startswith("fleetgate build: --sha: ")
 
 
-def test_publish_pushes_the_deploy_tag_and_the_sha_with_the_registry_secret(executed: list[Context]) -> None:
-    secret = dag.set_secret("registry-password", PASSWORD)
+def test_publish_pushes_the_deploy_tag_and_the_sha_with_the_registry_secret(engine: Recorder) -> None:
+    image = "registry.example.com:5000/org/app"
 
     async def call() -> str:
         refs: str = await Fleetgate().publish(
             source=source(),
             sha=SHA,
-            image="registry.example.com:5000/org/app",
-            registry_password=secret,
+            image=image,
+            registry_password=dag.set_secret("registry-password", PASSWORD),
             registry_username="deployer",
         )
         return refs
 
-    refs = anyio.run(call)
-    image = "registry.example.com:5000/org/app"
+    refs = connected(call)
     assert refs.splitlines() == [f"{image}:staging-0123456@sha256:{'ab' * 32}", f"{image}:{SHA}@sha256:{'ab' * 32}"]
+    executed = engine.executed()
     assert len(executed) == 2
-    for ctx, tag in zip(executed, ("staging-0123456", SHA), strict=True):
-        selections = ctx.selections
+    secret = [{"type": "Query", "field": "setSecret", "args": {"name": "registry-password", "plaintext": PASSWORD}}]
+    for selections, tag in zip(executed, ("staging-0123456", SHA), strict=True):
         assert chain(selections) == [
             ("Query", "host"),
             ("Host", "directory"),
@@ -115,17 +117,16 @@ def test_publish_pushes_the_deploy_tag_and_the_sha_with_the_registry_secret(exec
             ("Container", "withRegistryAuth"),
             ("Container", "publish"),
         ]
-        auth = selections[3].args
+        auth = selections[3]["args"]
         assert auth["address"] == image and auth["username"] == "deployer"
-        assert auth["secret"] is secret  # the Dagger secret itself, never its plaintext
-        assert selections[4].args["address"] == f"{image}:{tag}"
+        assert auth["secret"] == secret  # the Dagger secret itself, never its plaintext
+        assert selections[4]["args"]["address"] == f"{image}:{tag}"
         # The plaintext is only in the test's own setSecret; nothing fleetgate added carries it.
-        assert contains_text(secret, PASSWORD)
-        assert not any(contains_text(f.args, PASSWORD, skip=secret) for f in selections)
+        assert not any(contains_text(s["args"], PASSWORD, skip=secret) for s in selections)
 
 
-def test_publish_honours_the_tag_template() -> None:
-    async def call(executed: list[Context]) -> None:
+def test_publish_honours_the_tag_template(engine: Recorder) -> None:
+    async def call() -> None:
         await Fleetgate().publish(
             source=source(),
             sha=SHA,
@@ -134,17 +135,8 @@ def test_publish_honours_the_tag_template() -> None:
             tag_template="rel-{sha}",
         )
 
-    # With a template that is the SHA itself, the image is pushed once.
-    calls: list[Context] = []
-
-    async def record(self: Context, return_type: Any = None) -> Any:
-        calls.append(self)
-        return "r.example/app:x@sha256:00"
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Context, "execute", record)
-        anyio.run(call, calls)
-    assert [c.selections[-1].args["address"] for c in calls] == [f"r.example/app:rel-{SHA}", f"r.example/app:{SHA}"]
+    connected(call)
+    assert [c[-1]["args"]["address"] for c in engine.executed()] == [f"r.example/app:rel-{SHA}", f"r.example/app:{SHA}"]
 
 
 @pytest.mark.parametrize(
@@ -162,47 +154,46 @@ def test_publish_honours_the_tag_template() -> None:
     ],
 )
 def test_publish_refuses_bad_input_before_building_or_pushing(
-    executed: list[Context], kwargs: dict[str, str], flag: str
+    engine: Recorder, kwargs: dict[str, str], flag: str
 ) -> None:
-    values: dict[str, Any] = {
-        "source": source(),
-        "sha": SHA,
-        "image": "r.example/app",
-        "registry_password": dag.set_secret("p", PASSWORD),
-        **kwargs,
-    }
-
     async def call() -> None:
+        values: dict[str, Any] = {
+            "source": source(),
+            "sha": SHA,
+            "image": "r.example/app",
+            "registry_password": dag.set_secret("p", PASSWORD),
+            **kwargs,
+        }
         await Fleetgate().publish(**values)
 
     with pytest.raises(VerbFailed) as raised:
-        anyio.run(call)
+        connected(call)
     assert raised.value.exit_code == 2 and f"fleetgate publish: {flag}: " in str(raised.value)
-    assert executed == []
+    assert engine.executed() == []
 
 
-def test_self_test_runs_the_projects_tests_in_the_pinned_image_never_from_cache(executed: list[Context]) -> None:
-    src = source()
-
+def test_self_test_runs_the_projects_tests_in_the_pinned_image_never_from_cache(engine: Recorder) -> None:
     async def call() -> str:
-        out: str = await Fleetgate().self_test(source=src)
+        out: str = await Fleetgate().self_test(source=source())
         return out
 
-    anyio.run(call)
-    anyio.run(call)
+    connected(call)
+    connected(call)
+    executed = engine.executed()
     assert len(executed) == 2
-    selections = executed[0].selections
+    selections = executed[0]
     assert chain(selections)[:3] == [("Query", "container"), ("Container", "from"), ("Container", "withEnvVariable")]
     assert chain(selections)[-1] == ("Container", "stdout")
     # Pinned: an exact patch version and distribution, or a digest; never a floating tag.
-    image = selections[1].args["address"]
+    image = selections[1]["args"]["address"]
     assert image == PYTHON_IMAGE and (re.search(r":\d+\.\d+\.\d+-slim-\w+$", image) or "@sha256:" in image)
     cache = args_of(selections, "withMountedCache")
     assert len(cache) == 1 and cache[0]["path"] == "/root/.cache/pip"
-    assert chain(cache[0]["cache"]._ctx.selections) == [("Query", "cacheVolume")]
-    assert cache[0]["cache"]._ctx.selections[0].args == {"key": PIP_CACHE}
+    assert cache[0]["cache"] == [{"type": "Query", "field": "cacheVolume", "args": {"key": PIP_CACHE}}]
     mounted = args_of(selections, "withDirectory")
-    assert len(mounted) == 1 and mounted[0]["path"] == "/src" and mounted[0]["source"] is src
+    assert len(mounted) == 1 and mounted[0]["path"] == "/src"
+    assert chain(mounted[0]["source"]) == [("Query", "host"), ("Host", "directory")]
+    assert mounted[0]["source"][1]["args"] == {"path": "/project"}
     assert args_of(selections, "withWorkdir") == [{"path": "/src"}]
     execs = [a["args"] for a in args_of(selections, "withExec")]
     assert execs[0] == ["pip", "install", ".[test]"]
@@ -211,7 +202,7 @@ def test_self_test_runs_the_projects_tests_in_the_pinned_image_never_from_cache(
     # The exec right before `stdout` is the test run, and a per-call variable precedes it: two calls, two graphs.
     names = chain(selections)
     assert names[-2] == ("Container", "withExec") and names[-3] == ("Container", "withEnvVariable")
-    stamps = [ctx.selections[-3].args for ctx in executed]
+    stamps = [s[-3]["args"] for s in executed]
     assert stamps[0]["name"] == stamps[1]["name"] == "FLEETGATE_SELF_TEST_RUN"
     assert stamps[0]["value"] != stamps[1]["value"]
 
@@ -221,14 +212,13 @@ def test_self_test_command_is_the_readme_test_command_and_lint_workflows() -> No
     assert LINT_COMMAND[-1] == "lint-workflows"
 
 
-def test_lint_workflows_runs_the_cli_linter_on_the_source(executed: list[Context]) -> None:
+def test_lint_workflows_runs_the_cli_linter_on_the_source(engine: Recorder) -> None:
     async def call() -> str:
         out: str = await Fleetgate().lint_workflows(source=source(), dirs=[".gitea/workflows"], format="json")
         return out
 
-    anyio.run(call)
-    selections = executed[0].selections
-    execs = [a["args"] for a in args_of(selections, "withExec")]
+    connected(call)
+    execs = [a["args"] for a in args_of(engine.executed()[0], "withExec")]
     assert execs == [
         ["pip", "install", "."],
         ["fleetgate", "lint-workflows", ".gitea/workflows", "--format", "json", "--gitea-version", "1.22"],

@@ -14,10 +14,11 @@ from pathlib import Path
 from pipelines.errors import ExitCode, UsageError
 
 FORMATS = ("human", "json", "sarif", "github")
+DEFAULT_GITEA_VERSION = "1.22"  # the CLI's and the Dagger function's default too
 
 
-def main(dirs: Sequence[Path], *, fmt: str = "human", gitea_version: str = "1.22", allow_empty: bool = False,
-         config_path: Path | None = None) -> int:
+def main(dirs: Sequence[Path], *, fmt: str = "human", gitea_version: str = DEFAULT_GITEA_VERSION,
+         allow_empty: bool = False, config_path: Path | None = None) -> int:
     from pipelines.lint import engine, report
     from pipelines.lint.config import load_lint_config
     from pipelines.lint.rules import ALL_RULES
