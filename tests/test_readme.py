@@ -29,6 +29,19 @@ def test_ci_runs_readme_test_command_verbatim() -> None:
     assert quick_start_commands()[1] in ci
 
 
+def test_ci_runs_the_first_command_piped_and_under_a_pseudo_terminal_from_a_clean_venv() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    first = quick_start_commands()[0]
+    assert f"rm -rf .venv && {first} | cat" in ci
+    assert f'rm -rf .venv && script -qec "{first}" /dev/null' in ci
+    assert ci.index(f"rm -rf .venv && {first} | cat") < ci.index(quick_start_commands()[1])  # before [test] lands
+
+
+def test_the_test_command_installs_the_system_packages_first() -> None:
+    assert quick_start_commands()[1].startswith("sh tests/system-packages.sh && ")
+    assert (ROOT / "tests" / "system-packages.sh").is_file()
+
+
 def test_settings_table_in_readme_is_generated_from_the_table() -> None:
     assert BEGIN in README and END in README
     assert embed(README) == README, "README settings table is stale: run python -m pipelines.docs --write README.md"
