@@ -179,6 +179,11 @@ class VerbFunctions:
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
         ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
+        ] = None,
         health_path: Annotated[
             str | None,
             Doc("A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "
@@ -542,6 +547,11 @@ class VerbFunctions:
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
         ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
+        ] = None,
         health_path: Annotated[
             str | None,
             Doc("A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "
@@ -692,6 +702,11 @@ class VerbFunctions:
             float | None,
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
+        ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
         ] = None,
         health_path: Annotated[
             str | None,
@@ -865,6 +880,11 @@ class VerbFunctions:
             float | None,
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
+        ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
         ] = None,
         health_path: Annotated[
             str | None,
@@ -1079,6 +1099,11 @@ class VerbFunctions:
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
         ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
+        ] = None,
         health_path: Annotated[
             str | None,
             Doc("A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "
@@ -1234,6 +1259,11 @@ class VerbFunctions:
             float | None,
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
+        ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
         ] = None,
         health_path: Annotated[
             str | None,
@@ -1462,6 +1492,11 @@ class VerbFunctions:
             float | None,
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
+        ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
         ] = None,
         health_path: Annotated[
             str | None,
@@ -1752,6 +1787,11 @@ class VerbFunctions:
             float | None,
             Doc("How often unverified tenants' /buildinfo is re-read. Default: 5.0 (or "
                 "fleetgate.toml: verify_interval). CLI: --verify-interval."),
+        ] = None,
+        verify_concurrency: Annotated[
+            int | None,
+            Doc("/buildinfo reads in flight at once. Default: 64 (or fleetgate.toml: "
+                "verify_concurrency). CLI: --verify-concurrency."),
         ] = None,
         health_path: Annotated[
             str | None,

@@ -414,6 +414,8 @@ class Settings:
     verify_interval: float = opt("--verify-interval", "PROD_AUTO_DEPLOY_VERIFY_INTERVAL_SECONDS", default=5.0,
                                  kind=Kind.SECONDS, group=T, minimum=0.01,
                                  doc="How often unverified tenants' /buildinfo is re-read.")
+    verify_concurrency: int = opt("--verify-concurrency", "FLEETGATE_VERIFY_CONCURRENCY", default=64, kind=Kind.INT,
+                                  group=T, minimum=1, doc="/buildinfo reads in flight at once.")
     health_path: str = opt("--health-path", "PROD_TENANT_HEALTH_PATH", default="", kind=Kind.PATH, group=T,
                            shown_default="unset",
                            doc="A path on each tenant (e.g. /healthz) that must answer 2xx wherever /buildinfo is "

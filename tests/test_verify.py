@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import json
 import re
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
+from aiohttp import web
 
 from pipelines.errors import Failed, UsageError
 from pipelines.output import Output
@@ -58,9 +64,7 @@ async def test_every_verdict_over_real_sockets_and_no_redirect_followed() -> Non
             return f"http://127.0.0.1:{gone}" if slug == "hotel" else sb.tenant_url_template.format(slug=slug)
 
         reader = BuildinfoReader(tenant_url, timeout=0.3)
-        start = anyio.current_time()
         readings = await reader.read([*sorted(w.tenants), "hotel"], target)
-        elapsed = anyio.current_time() - start
         verdicts = {slug: r.verdict for slug, r in readings.items()}
         assert verdicts == {"alpha": "verified", "bravo": "stale", "charlie": "invalid", "delta": "invalid",
                             "echo": "redirect", "foxtrot": "unreachable", "golf": "unreachable",
@@ -68,7 +72,6 @@ async def test_every_verdict_over_real_sockets_and_no_redirect_followed() -> Non
         assert readings["bravo"].seen == w.tenants["bravo"].sha and readings["alpha"].seen == target
         assert "timed out" in readings["golf"].detail and readings["golf"].latency_ms >= 250
         assert "connection error" in readings["hotel"].detail
-        assert elapsed < 2.0  # the slow tenant cost one timeout, concurrently with the rest
         # The redirect's far end (which would "verify" echo) was never asked.
         assert w.requests_to("cp", contains="/redirected/") == []
         assert all(r.expected == target for r in readings.values())
@@ -183,73 +186,192 @@ async def test_the_verify_verb_uses_a_short_per_request_deadline_for_slow_tenant
             tenant.sha = sb.state.deploy_sha
         sb.state.tenants["delta"].buildinfo = "slow"
         out, _, _ = quiet()
-        start = anyio.current_time()
         with pytest.raises(Failed, match=r"1 of 7 .*: delta") as caught:
             await run(settings_for(sb.overlay, verify_timeout="0.2"), out)
-        assert anyio.current_time() - start < 2.0
+        assert caught.value.details["tenants"]["delta"]["detail"] == "timed out after 0.2s"
         assert caught.value.details["by_sha"] == {sb.state.deploy_sha: 6, "unreachable": 1}
 
 
-# ---------------------------------------------------------------- unit tests over httpx.MockTransport
+# ---------------------------------------------------------------- the reader over a real aiohttp server on loopback
 
 
-def fleet(handler: Any, **kwargs: Any) -> BuildinfoReader:
-    return BuildinfoReader(lambda slug: f"http://{slug}.tenants.test", transport=httpx.MockTransport(handler),
-                           **kwargs)
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    peer: tuple[str, int]
+
+
+@dataclass
+class TenantServer:
+    base: str
+    seen: list[Seen] = field(default_factory=list)
+
+    def url(self, slug: str) -> str:
+        return f"{self.base}/t/{slug}"
+
+    def reader(self, **kwargs: Any) -> BuildinfoReader:
+        return BuildinfoReader(self.url, **kwargs)
+
+    def slugs_seen(self) -> list[str]:
+        return [s.path.split("/")[2] for s in self.seen]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def tenants(handler: Handler) -> AsyncIterator[TenantServer]:
+    """A real HTTP server on 127.0.0.1 answering every path with `handler`, recording what it was asked."""
+    server = TenantServer(base="")
+
+    async def entry(request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else ("?", 0)
+        server.seen.append(Seen(path=request.path, headers={k.lower(): v for k, v in request.headers.items()},
+                                peer=tuple(peer[:2])))
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", entry)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    server.base = f"http://{host}:{port}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def answer(status: int = 200, body: bytes | str | Any = b"", headers: dict[str, str] | None = None) -> Handler:
+    if not isinstance(body, bytes | str):
+        body = json.dumps(body)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body.encode() if isinstance(body, str) else body,
+                            headers=headers)
+
+    return handler
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("response, verdict", [
-    (httpx.Response(200, json={"git_sha": SHA}), "verified"),
-    (httpx.Response(200, json={"git_sha": OLD}), "stale"),
-    (httpx.Response(200, json={"git_sha": SHA.upper()}), "invalid"),  # exactly the SHA, not a look-alike
-    (httpx.Response(200, json={"git_sha": SHA[:7]}), "invalid"),
-    (httpx.Response(200, json={"git_sha": 42}), "invalid"),
-    (httpx.Response(200, json=[SHA]), "invalid"),
-    (httpx.Response(200, text="ok"), "invalid"),
-    (httpx.Response(200, content=b"{" + b" " * 70_000 + b"}"), "invalid"),
-    (httpx.Response(301, headers={"Location": "http://elsewhere.test/"}), "redirect"),
-    (httpx.Response(404), "http-404"),
-    (httpx.Response(500), "http-500"),
-    (httpx.Response(503), "unreachable"),
+@pytest.mark.parametrize("handler, verdict", [
+    (answer(body={"git_sha": SHA}), "verified"),
+    (answer(body={"git_sha": OLD}), "stale"),
+    (answer(body={"git_sha": SHA.upper()}), "invalid"),  # exactly the SHA, not a look-alike
+    (answer(body={"git_sha": SHA[:7]}), "invalid"),
+    (answer(body={"git_sha": 42}), "invalid"),
+    (answer(body=[SHA]), "invalid"),
+    (answer(body="ok"), "invalid"),
+    (answer(body=b"\xff\xfe"), "invalid"),
+    (answer(body=b"{" + b" " * 70_000 + b"}"), "invalid"),  # over the body cap
+    (answer(body=gzip.compress(json.dumps({"git_sha": SHA}).encode()), headers={"Content-Encoding": "gzip"}),
+     "invalid"),  # never decompressed: no bomb can be inflated
+    (answer(body="[" * 100_000 + "]" * 100_000), "invalid"),  # nested past the depth limit: a verdict, no crash
+    (answer(body='{"git_sha": ' + "[" * 200 + "]" * 200 + "}"), "invalid"),
+    (answer(301, headers={"Location": "http://127.0.0.1:9/elsewhere"}), "redirect"),
+    (answer(308, headers={"Location": "/t/acme/buildinfo"}), "redirect"),  # not even to the same origin
+    (answer(404), "http-404"),
+    (answer(500), "http-500"),
+    (answer(503), "unreachable"),
 ])
-async def test_verdicts(response: httpx.Response, verdict: str) -> None:
-    seen: list[str] = []
+async def test_verdicts(handler: Handler, verdict: str) -> None:
+    async with tenants(handler) as server:
+        readings = await server.reader().read(["acme"], SHA)
+    assert readings["acme"].verdict == verdict
+    assert [s.path for s in server.seen] == ["/t/acme/buildinfo"]  # one request: nothing followed
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
+
+@pytest.mark.anyio
+async def test_a_body_over_the_cap_without_content_length_is_cut_off() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(100):  # 100 × 8 KiB, no Content-Length
+            await response.write(b" " * 8192)
+        await response.write_eof()
         return response
 
-    readings = await fleet(handler).read(["acme"], SHA)
-    assert readings["acme"].verdict == verdict
-    assert seen == ["http://acme.tenants.test/buildinfo"]  # one request: nothing followed
+    async with tenants(chunked) as server:
+        readings = await server.reader().read(["acme"], SHA)
+    assert readings["acme"].verdict == "invalid" and "larger than" in readings["acme"].detail
 
 
 @pytest.mark.anyio
-async def test_a_reading_without_expectation_records_the_sha() -> None:
-    readings = await fleet(lambda r: httpx.Response(200, json={"git_sha": OLD})).read(["a"], None)
-    assert readings["a"].verdict == "read" and readings["a"].seen == OLD
+async def test_a_dripping_tenant_meets_the_whole_exchange_deadline() -> None:
+    """Each byte arrives well within any per-read socket timeout; the whole answer never does."""
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for byte in json.dumps({"git_sha": SHA}).encode():
+                await response.write(bytes([byte]))
+                await anyio.sleep(0.05)
+        return response
+
+    async with tenants(drip) as server:
+        readings = await server.reader(timeout=0.3).read(["acme"], SHA)
+    reading = readings["acme"]
+    assert reading.verdict == "unreachable" and reading.detail == "timed out after 0.3s"
+    assert reading.latency_ms >= 300
+
+
+@pytest.mark.anyio
+async def test_no_authorization_even_with_netrc_and_proxies_in_the_environment(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    async with tenants(answer(200, {"wrong": "the proxy answered"})) as proxy, \
+            tenants(answer(body={"git_sha": SHA})) as server:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy.base.replace("http://", "http://user:secret@"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login user password secret\ndefault login user password secret\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        readings = await server.reader().read(["acme", "bravo"], SHA)
+    assert all(r.verified for r in readings.values())
+    assert proxy.seen == []
+    for seen in server.seen:
+        assert "authorization" not in seen.headers and "proxy-authorization" not in seen.headers
+        assert not any("secret" in v for v in seen.headers.values())
+        assert "cookie" not in seen.headers
+
+
+@pytest.mark.anyio
+async def test_cookies_set_by_one_tenant_never_reach_another() -> None:
+    async with tenants(answer(body={"git_sha": SHA}, headers={"Set-Cookie": "session=stolen; Path=/"})) as server:
+        by_name = server.base.replace("127.0.0.1", "localhost")  # a host name: cookie jars refuse IP hosts
+        async with BuildinfoReader(lambda slug: f"{by_name}/t/{slug}", concurrency=1) as reader:
+            await reader.read(["acme"], SHA)
+            await reader.read(["bravo"], SHA)
+    assert [s.headers.get("cookie") for s in server.seen] == [None, None]
 
 
 @pytest.mark.anyio
 async def test_hostile_slugs_are_never_requested() -> None:
-    requested: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        requested.append(request)
-        return httpx.Response(200, json={"git_sha": SHA})
-
-    with pytest.raises(Failed, match=r"rejected tenant slug 'evil\.example/x'"):
-        await fleet(handler).read(["fine", "evil.example/x"], SHA)
-    assert requested == []
+    async with tenants(answer(body={"git_sha": SHA})) as server:
+        with pytest.raises(Failed, match=r"rejected tenant slug 'evil\.example/x'"):
+            await server.reader().read(["fine", "evil.example/x"], SHA)
+    assert server.seen == []
 
 
 @pytest.mark.anyio
-async def test_a_tenant_url_with_credentials_is_refused() -> None:
-    reader = BuildinfoReader(lambda slug: f"http://user:pw@{slug}.test",
-                             transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    with pytest.raises(Failed, match="carries credentials"):
+@pytest.mark.parametrize("template, message", [
+    ("http://user:pw@127.0.0.1:9/{slug}", "carries credentials"),
+    ("http://:pw@127.0.0.1:9/{slug}", "carries credentials"),
+    ("ftp://127.0.0.1/{slug}", "not a valid http"),
+    ("http://127.0.0.1:99999/{slug}", "not a valid URL"),
+])
+async def test_a_bad_tenant_url_is_refused_before_any_request(template: str, message: str) -> None:
+    reader = BuildinfoReader(lambda slug: template.format(slug=slug))
+    with pytest.raises(Failed, match=message):
         await reader.read(["a"], SHA)
+    assert reader.sessions_opened == 0
 
 
 @pytest.mark.anyio
@@ -257,56 +379,85 @@ async def test_concurrency_is_bounded() -> None:
     in_flight = 0
     peak = 0
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: web.Request) -> web.StreamResponse:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        await anyio.sleep(0.01)
+        await anyio.sleep(0.02)
         in_flight -= 1
-        return httpx.Response(200, json={"git_sha": SHA})
+        return web.json_response({"git_sha": SHA})
 
-    readings = await fleet(handler, concurrency=3).read([f"t{i}" for i in range(12)], SHA)
+    async with tenants(handler) as server:
+        readings = await server.reader(concurrency=3).read([f"t{i}" for i in range(12)], SHA)
     assert len(readings) == 12 and all(r.verified for r in readings.values())
     assert peak == 3
+    assert sorted(server.slugs_seen()) == sorted(f"t{i}" for i in range(12))  # each exactly once
+
+
+@pytest.mark.anyio
+async def test_one_session_and_its_connections_serve_every_read_of_a_run() -> None:
+    async with tenants(answer(body={"git_sha": SHA})) as server:
+        async with server.reader(concurrency=1) as reader:
+            for _ in range(3):
+                await reader.read(["acme"], SHA)
+            await reader.wait_verified(["acme", "bravo"], SHA, timeout=1.0, interval=0.01)
+        assert reader.sessions_opened == 1
+        assert len({s.peer for s in server.seen}) == 1 and len(server.seen) == 5  # one keep-alive connection
+        server.seen.clear()
+        unentered = server.reader(concurrency=1)
+        for _ in range(3):
+            await unentered.read(["acme"], SHA)
+        assert unentered.sessions_opened == 3 and len({s.peer for s in server.seen}) == 3
+
+
+def test_the_verify_concurrency_setting_reaches_the_reader() -> None:
+    overlay = {"cp_url": "http://127.0.0.1:9", "allow_non_prod_cp_url": True,
+               "tenant_url_template": "http://127.0.0.1:9/{slug}"}
+    assert BuildinfoReader.for_settings(settings_for(overlay, sha=SHA)).concurrency == 64
+    settings = resolve("verify", {"sha": SHA}, {"FLEETGATE_VERIFY_CONCURRENCY": "7"}, overlay=overlay)
+    assert BuildinfoReader.for_settings(settings).concurrency == 7
+    with pytest.raises(UsageError, match="verify-concurrency"):
+        resolve("verify", {"sha": SHA, "verify_concurrency": "0"}, {}, overlay=overlay)
+
+
+@pytest.mark.anyio
+async def test_a_reading_without_expectation_records_the_sha() -> None:
+    async with tenants(answer(body={"git_sha": OLD})) as server:
+        readings = await server.reader().read(["a"], None)
+    assert readings["a"].verdict == "read" and readings["a"].seen == OLD
 
 
 @pytest.mark.anyio
 async def test_wait_verified_rereads_only_the_unverified_until_they_boot() -> None:
     reads: dict[str, int] = {}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        slug = request.url.host.split(".")[0]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        slug = request.path.split("/")[2]
         reads[slug] = reads.get(slug, 0) + 1
         booted = slug == "fast" or reads[slug] > 2
-        return httpx.Response(200, json={"git_sha": SHA if booted else OLD})
+        return web.json_response({"git_sha": SHA if booted else OLD})
 
-    readings = await fleet(handler).wait_verified(["fast", "slow"], SHA, timeout=5.0, interval=0.01)
+    async with tenants(handler) as server, server.reader() as reader:
+        readings = await reader.wait_verified(["fast", "slow"], SHA, timeout=5.0, interval=0.01)
     assert all(r.verified for r in readings.values())
     assert reads == {"fast": 1, "slow": 3}
 
 
 @pytest.mark.anyio
 async def test_wait_verified_gives_up_at_the_timeout() -> None:
-    reads = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal reads
-        reads += 1
-        return httpx.Response(200, json={"git_sha": OLD})
-
-    start = anyio.current_time()
-    readings = await fleet(handler).wait_verified(["stuck"], SHA, timeout=0.15, interval=0.05)
-    elapsed = anyio.current_time() - start
+    async with tenants(answer(body={"git_sha": OLD})) as server, server.reader() as reader:
+        start = anyio.current_time()
+        readings = await reader.wait_verified(["stuck"], SHA, timeout=0.15, interval=0.05)
+        elapsed = anyio.current_time() - start
     assert readings["stuck"].verdict == "stale"
-    assert 0.15 <= elapsed < 1.0
-    assert 2 <= reads <= 5
+    assert elapsed >= 0.15 and len(server.seen) >= 2
 
 
 @pytest.mark.anyio
 async def test_wait_verified_reads_once_with_a_zero_timeout() -> None:
-    readings = await fleet(lambda r: httpx.Response(200, json={"git_sha": OLD})).wait_verified(
-        ["a"], SHA, timeout=0, interval=1.0)
-    assert readings["a"].verdict == "stale"
+    async with tenants(answer(body={"git_sha": OLD})) as server:
+        readings = await server.reader().wait_verified(["a"], SHA, timeout=0, interval=1.0)
+    assert readings["a"].verdict == "stale" and len(server.seen) == 1
 
 
 def test_drift_report_counts_by_sha_and_verdict() -> None:
