@@ -2,8 +2,9 @@
 
 Each required context is judged on its own — an aggregate sentinel such as
 `CI / all-required (push)` is just one more required context, and the combined `state` is never
-read. A failing state fails at once; pending or absent contexts are waited for until the
-deadline (monotonic), which then fails listing what was still missing.
+read. A failing state fails at once, and so does a context Gitea reports twice with different
+states and no way to tell the newer (`gitea.CONFLICTING`); pending or absent contexts are waited
+for until the deadline (monotonic), which then fails listing what was still missing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 
 from pipelines.errors import Failed, UsageError
-from pipelines.gitea import CommitStatus, GiteaClient
+from pipelines.gitea import CONFLICTING, CommitStatus, GiteaClient
 from pipelines.output import Output
 from pipelines.settings import Settings
 
@@ -66,6 +67,9 @@ async def wait_gates(settings: Settings, gitea: GiteaClient, out: Output) -> dic
             if failed is not None:
                 status = statuses[failed]
                 where = f" ({status.target_url})" if status.target_url else ""
+                if status.state == CONFLICTING:  # which report is newer cannot be told: never success
+                    raise Failed(f"required context {failed!r} is ambiguous on {sha[:12]}: "
+                                 f"{status.description}", details={"sha": sha, "contexts": states})
                 kind = "failed" if status.state in FAILING else "has an unrecognised state"
                 raise Failed(f"required context {failed!r} {kind}: {status.state}{where} on {sha[:12]}",
                              details={"sha": sha, "contexts": states})

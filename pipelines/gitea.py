@@ -1,42 +1,41 @@
 """The Gitea API v1 client fleetgate needs (CONTRACT §4; shapes in shared/contracts/).
 
-One `httpx.AsyncClient` bound to the Gitea origin: the `Authorization: token …` header goes only
-there, because every call is a relative path and redirects are never followed (a 3xx is an
-answer we cannot use, so it fails). 429 (honouring `Retry-After`), 5xx and transport errors are
-retried by stamina within `retry_deadline`; 401/403 fail at once naming the permission the
-token lacks; anything unparseable fails. Every failure is a one-line, redacted `Failed`.
+Built on the one client factory (`pipelines.http.client`): the `Authorization: token …` header
+goes only to the Gitea origin (relative paths, no redirects, no proxy from the environment);
+reads are retried on 429 (honouring `Retry-After`), 5xx and transport errors within
+`retry_deadline`, writes never; 401/403 fail at once naming the permission the token lacks;
+anything unparseable fails. Every failure is a one-line, redacted `Failed`.
+
+A 404 is believed ("the variable is absent") only once the repository itself has answered 200
+through this client: on a misspelt repository, or a base URL that already ends in `/api/v1`,
+every path is 404, and reading that as "off" would open the kill switch. Path segments are
+percent-encoded and `.`/`..` are refused, so no path is ever folded onto another one.
 """
 
 from __future__ import annotations
 
-import email.utils
-import logging
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 import httpx
-import stamina
 
 from pipelines.errors import Failed
+from pipelines.http.client import Answer, Limits, RetryPolicy, make_client, read, send
 from pipelines.redact import Secret, redact
 from pipelines.settings import Settings
 
-# stamina logs each scheduled retry as a bare warning; without a handler Python's last-resort
-# handler would print "stamina.retry_scheduled" into CI logs. Our own messages say what failed.
-logging.getLogger("stamina").addHandler(logging.NullHandler())
-
 PAGE_LIMIT = 50  # Gitea caps `limit` at 50 (shared/contracts/README.md, fact 4)
 MAX_PAGES = 200  # 10,000 contexts: beyond that something is wrong, not merely big
+MAX_BODY_BYTES = 4 * 1024 * 1024
 READ_PERMISSION = "read:repository"
 WRITE_STATUS_PERMISSION = "write:repository (commit statuses)"
 STATUS_STATES = frozenset({"pending", "success", "error", "failure", "warning"})
 WRITE_VARIABLES_PERMISSION = "write:repository / Actions variables"
+CONFLICTING = "conflicting"  # our word: one context reported twice, states differ, no way to tell newer
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -45,50 +44,29 @@ class CommitStatus:
     """The latest status of one context on one commit."""
 
     context: str
-    state: str  # from the JSON field "status" (Gitea's per-status state), lower-cased
+    state: str  # from the JSON field "status" (Gitea's per-status state), lower-cased; or CONFLICTING
     target_url: str
     description: str
     id: int = 0  # Gitea's status id: the higher one is newer when a context shows up twice
     creator: str = ""  # who posted it (`creator.login`): the approver of `fleetgate/approve`
 
 
-class _RetryableAnswer(Exception):
-    """A 429 or 5xx answer: worth another try while the deadline allows."""
-
-    def __init__(self, status_code: int, retry_after: float | None, detail: str) -> None:
-        self.status_code = status_code
-        self.retry_after = retry_after
-        self.detail = detail
-        super().__init__(f"HTTP {status_code}")
+def segment(value: str, what: str) -> str:
+    """One path segment, percent-encoded; empty, `.` and `..` are refused (they would fold the path)."""
+    if value in ("", ".", ".."):
+        raise Failed(f"Gitea: {what} {value!r} cannot be a path segment")
+    return quote(value, safe="")
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds (fractions tolerated) or an HTTP date; None if absent/bad."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-def _error_detail(resp: httpx.Response) -> str:
+def _error_detail(answer: Answer) -> str:
     """Gitea answers errors as {"message": …}; fall back to a bit of the body. Redacted, short."""
     try:
-        body = resp.json()
-    except ValueError:
+        body = answer.json("error")
+    except Failed:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"].strip():
         return redact(body["message"], limit=160)
-    return redact(resp.text, limit=160) if resp.text.strip() else ""
+    return answer.text(limit=160)
 
 
 class GiteaClient:
@@ -108,21 +86,21 @@ class GiteaClient:
             raise Failed(f"repository {repo!r} is not owner/name")
         self.base_url = base_url.rstrip("/")
         self.repo = repo
-        self._repo_path = f"/api/v1/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        self._repo_path = f"/api/v1/repos/{segment(owner, 'owner')}/{segment(name, 'repository name')}"
+        self._repo_confirmed = False  # GET /repos/{owner}/{repo} answered 200 through this client
         self._has_token = token is not None
         self.timeout = timeout
         self.retry_deadline = retry_deadline
         self.retry_wait_initial = retry_wait_initial
+        # One exchange may take the whole retry deadline, but never more than a few timeouts.
+        self._limits = Limits(connect=timeout, read=timeout, write=timeout, pool=timeout,
+                              deadline=min(retry_deadline, 3 * timeout), max_body=MAX_BODY_BYTES)
+        self._policy = RetryPolicy(deadline=retry_deadline, wait_initial=retry_wait_initial,
+                                   wait_max=max(retry_wait_initial, 5.0))
         headers = {"Accept": "application/json", "User-Agent": "fleetgate"}
         if token is not None:
             headers["Authorization"] = f"token {token.reveal()}"
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,  # never carry the token to another origin
-            transport=transport,
-        )
+        self._client = make_client(self.base_url, headers=headers, limits=self._limits, transport=transport)
 
     async def __aenter__(self) -> GiteaClient:
         await self._client.__aenter__()
@@ -136,94 +114,88 @@ class GiteaClient:
 
     async def _request(self, method: str, path: str, *, what: str, permission: str,
                        accept: frozenset[int] = frozenset(), params: dict[str, Any] | None = None,
-                       json: Any = None, retry: bool = True) -> httpx.Response:
-        """One logical request: 2xx or a status in `accept` is returned; the rest fails or retries
-        (`retry=False`: one attempt, for a write the transport must never repeat on its own)."""
-        started = time.monotonic()
-        last_problem = "no answer"
+                       json: Any = None, repo_relative: bool = True) -> Answer:
+        """One logical request: 2xx or a status in `accept` is returned; anything else is Failed.
 
-        def retry_hook(exc: Exception) -> bool | float:
-            if not retry:
-                return False
-            if isinstance(exc, _RetryableAnswer):
-                if exc.retry_after is None:
-                    return True
-                remaining = self.retry_deadline - (time.monotonic() - started)
-                # A Retry-After beyond the deadline cannot be honoured: give up now, closed. A zero
-                # one still gets our first backoff, so a confused server is not hammered.
-                if exc.retry_after > remaining:
-                    return False
-                return max(exc.retry_after, self.retry_wait_initial)
-            return isinstance(exc, httpx.TransportError)
-
-        url = f"{self._repo_path}{path}"
-        try:
-            with anyio.fail_after(self.retry_deadline):
-                async for attempt in stamina.retry_context(
-                    on=retry_hook, attempts=None, timeout=self.retry_deadline,
-                    wait_initial=self.retry_wait_initial, wait_max=max(self.retry_wait_initial, 5.0),
-                    wait_jitter=self.retry_wait_initial,
-                ):
-                    with attempt:
-                        try:
-                            resp = await self._client.request(method, url, params=params, json=json)
-                        except httpx.TransportError as exc:
-                            last_problem = f"{type(exc).__name__}"
-                            raise
-                        if resp.status_code == 429 or (resp.status_code >= 500
-                                                       and resp.status_code not in accept):
-                            last_problem = f"HTTP {resp.status_code}"
-                            raise _RetryableAnswer(resp.status_code,
-                                                   _retry_after_seconds(resp.headers.get("Retry-After")),
-                                                   _error_detail(resp))
-        except TimeoutError:
-            raise Failed(f"Gitea {what}: no usable answer within {self.retry_deadline:g}s "
-                         f"(last: {last_problem})") from None
-        except _RetryableAnswer as exc:
-            extra = f": {exc.detail}" if exc.detail else ""
-            raise Failed(f"Gitea {what}: HTTP {exc.status_code} after retries{extra}") from None
-        except httpx.TransportError as exc:
-            raise Failed(f"Gitea {what}: cannot reach {self.base_url} ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:  # e.g. an invalid URL or a decoding error: not retryable
-            raise Failed(f"Gitea {what}: {type(exc).__name__}: {redact(str(exc), limit=160)}") from None
-
-        code = resp.status_code
+        Reads go through the retrying `read`; writes are one `send` (never retried here)."""
+        url = f"{self._repo_path}{path}" if repo_relative else path
+        label = f"Gitea {what}"
+        if method in ("GET", "HEAD"):
+            answer = await read(self._client, method, url, what=label, limits=self._limits,
+                                policy=self._policy, params=params)
+        else:
+            answer = await send(self._client, method, url, what=label, limits=self._limits,
+                                params=params, json=json)
+        code = answer.status
         if 200 <= code < 300 or code in accept:
-            return resp
+            return answer
         if code in (401, 403):
             why = "no Gitea token was given" if not self._has_token else (
                 "the token was rejected" if code == 401 else "the token is not allowed")
-            raise Failed(f"Gitea {what}: HTTP {code}, {why}; the token needs {permission} on {self.repo}")
-        if 300 <= code < 400:
-            location = redact(resp.headers.get("Location", "?"), limit=120)
-            raise Failed(f"Gitea {what}: HTTP {code} redirect to {location} not followed (check --gitea-url)")
-        detail = _error_detail(resp)
-        raise Failed(f"Gitea {what}: HTTP {code}{': ' + detail if detail else ''}")
+            raise Failed(f"{label}: HTTP {code}, {why}; the token needs {permission} on {self.repo}")
+        detail = _error_detail(answer)
+        retried = " after retries" if method in ("GET", "HEAD") and code in self._policy.statuses else ""
+        raise Failed(f"{label}: HTTP {code}{retried}{': ' + detail if detail else ''}")
 
-    @staticmethod
-    def _json(resp: httpx.Response, what: str) -> Any:
-        try:
-            return resp.json()
-        except ValueError:
-            raise Failed(f"Gitea {what}: the answer is not JSON (HTTP {resp.status_code})") from None
+    async def _believe_404(self, what: str) -> None:
+        """A 404 means "absent" only once the repository has answered 200 (contracts fact 12)."""
+        if not self._repo_confirmed:
+            await self.repository()
+
+    # ------------------------------------------------------------------ the repository and the user
+
+    async def repository(self) -> dict[str, Any]:
+        """`GET /repos/{owner}/{repo}` (must be 200); afterwards a 404 elsewhere may be believed."""
+        what = f"repository {self.repo}"
+        answer = await self._request("GET", "", what=what, permission=READ_PERMISSION,
+                                     accept=frozenset({404}))
+        if answer.status == 404:
+            raise Failed(f"Gitea {what}: HTTP 404, no such repository, or the token cannot see it; check "
+                         f"--repo and --gitea-url (the Gitea origin, without /api/v1: {self.base_url})")
+        body = answer.json(f"Gitea {what}")
+        full_name = body.get("full_name") if isinstance(body, dict) else None
+        if not isinstance(full_name, str) or full_name.lower() != self.repo.lower():
+            shown = redact(str(full_name), limit=80)
+            raise Failed(f"Gitea {what}: the answer is about another repository ({shown!r})")
+        self._repo_confirmed = True
+        repo: dict[str, Any] = body
+        return repo
+
+    async def current_user(self) -> str:
+        """The login of the token's owner (`GET /user`)."""
+        what = "current user"
+        answer = await self._request("GET", "/api/v1/user", what=what, permission="read:user",
+                                     repo_relative=False)
+        body = answer.json(f"Gitea {what}")
+        login = body.get("login") if isinstance(body, dict) else None
+        if not isinstance(login, str) or not login.strip():
+            raise Failed(f"Gitea {what}: no login in the answer")
+        return login
 
     # ------------------------------------------------------------------ statuses
 
     async def combined_status(self, sha: str) -> dict[str, CommitStatus]:
-        """Every context's latest status on `sha`, all pages read (never the combined `state`)."""
+        """Every context's latest status on `sha`, all pages read (never the combined `state`).
+
+        Paging ends at an empty page, or at a short page once `X-Total-Count` (if sent) is reached:
+        a full page always asks for the next one, so a lying total cannot hide a page. A context
+        reported twice with different states and equal (or no) ids is CONFLICTING: which one is
+        newer cannot be told, and a gate must not guess success.
+        """
         what = f"status of {sha[:12]}"
         latest: dict[str, CommitStatus] = {}
         seen_entries = 0
         for page in range(1, MAX_PAGES + 1):
-            resp = await self._request("GET", f"/commits/{quote(sha, safe='')}/status", what=what,
-                                       permission=READ_PERMISSION,
-                                       params={"page": page, "limit": PAGE_LIMIT})
-            body = self._json(resp, what)
+            answer = await self._request("GET", f"/commits/{segment(sha, 'commit')}/status", what=what,
+                                         permission=READ_PERMISSION,
+                                         params={"page": page, "limit": PAGE_LIMIT})
+            body = answer.json(f"Gitea {what}")
             if not isinstance(body, dict):
                 raise Failed(f"Gitea {what}: expected a combined-status object")
             answered_sha = body.get("sha")
             if isinstance(answered_sha, str) and answered_sha and answered_sha.lower() != sha.lower():
-                raise Failed(f"Gitea {what}: the answer is about another commit {answered_sha[:12]!r}")
+                raise Failed(f"Gitea {what}: the answer is about another commit "
+                             f"{redact(answered_sha, limit=12)!r}")
             entries = body.get("statuses")
             if entries is None:
                 entries = []
@@ -232,17 +204,23 @@ class GiteaClient:
             for entry in entries:
                 status = self._parse_status(entry, what)
                 held = latest.get(status.context)
-                if held is None or status.id >= held.id:
+                if held is None or status.id > held.id:
                     latest[status.context] = status
+                elif status.id == held.id and status.state != held.state:
+                    states = sorted({held.state, status.state} - {CONFLICTING})
+                    latest[status.context] = CommitStatus(
+                        context=status.context, state=CONFLICTING, target_url=held.target_url,
+                        description=f"reported as {' and '.join(states)} with the same id {status.id}",
+                        id=status.id)
             seen_entries += len(entries)
-            total = self._total_count(resp, what)
-            if not entries or (total is not None and seen_entries >= total):
+            total = self._total_count(answer, what)
+            if not entries or (len(entries) < PAGE_LIMIT and (total is None or seen_entries >= total)):
                 return latest
         raise Failed(f"Gitea {what}: more than {MAX_PAGES} pages of statuses; refusing to guess")
 
     @staticmethod
-    def _total_count(resp: httpx.Response, what: str) -> int | None:
-        raw = resp.headers.get("X-Total-Count")
+    def _total_count(answer: Answer, what: str) -> int | None:
+        raw = answer.headers.get("X-Total-Count")
         if raw is None:
             return None
         try:
@@ -282,24 +260,26 @@ class GiteaClient:
         body: dict[str, Any] = {"state": state, "context": context, "description": description}
         if target_url:
             body["target_url"] = target_url
-        resp = await self._request("POST", f"/statuses/{quote(sha, safe='')}", what=what,
-                                   permission=WRITE_STATUS_PERMISSION, json=body, retry=False)
-        return self._parse_status(self._json(resp, what), what)
+        # A write: one `send`, never retried by the transport.
+        answer = await self._request("POST", f"/statuses/{segment(sha, 'commit')}", what=what,
+                                     permission=WRITE_STATUS_PERMISSION, json=body)
+        return self._parse_status(answer.json(f"Gitea {what}"), what)
 
     # ------------------------------------------------------------------ Actions variables
 
     def _variable_path(self, name: str) -> str:
-        return f"/actions/variables/{quote(name, safe='')}"
+        return f"/actions/variables/{segment(name, 'variable name')}"
 
     async def get_variable(self, name: str) -> str | None:
-        """The variable's value (`data`), or None when it does not exist (404)."""
+        """The variable's value (`data`), or None when it does not exist (404, the repository being there)."""
         what = f"variable {name}"
-        resp = await self._request("GET", self._variable_path(name), what=what,
-                                   permission=f"{READ_PERMISSION} (Actions variables)",
-                                   accept=frozenset({404}))
-        if resp.status_code == 404:
+        answer = await self._request("GET", self._variable_path(name), what=what,
+                                     permission=f"{READ_PERMISSION} (Actions variables)",
+                                     accept=frozenset({404}))
+        if answer.status == 404:
+            await self._believe_404(what)
             return None
-        body = self._json(resp, what)
+        body = answer.json(f"Gitea {what}")
         if not isinstance(body, dict) or not isinstance(body.get("data"), str):
             raise Failed(f"Gitea {what}: expected an object with a string 'data'")
         data: str = body["data"]
@@ -307,29 +287,34 @@ class GiteaClient:
 
     async def create_variable(self, name: str, value: str) -> bool:
         """True when created; False on 409 (exists) or 500 (a lost create race): re-read to learn more."""
-        resp = await self._request("POST", self._variable_path(name), what=f"create variable {name}",
-                                   permission=WRITE_VARIABLES_PERMISSION, accept=frozenset({409, 500}),
-                                   json={"value": value})
-        return 200 <= resp.status_code < 300
+        answer = await self._request("POST", self._variable_path(name), what=f"create variable {name}",
+                                     permission=WRITE_VARIABLES_PERMISSION, accept=frozenset({409, 500}),
+                                     json={"value": value})
+        return 200 <= answer.status < 300
 
     async def update_variable(self, name: str, value: str) -> None:
         await self._request("PUT", self._variable_path(name), what=f"update variable {name}",
                             permission=WRITE_VARIABLES_PERMISSION, json={"name": name, "value": value})
 
     async def delete_variable(self, name: str) -> None:
-        """Delete; a 404 means it is already gone, which is what we wanted."""
-        await self._request("DELETE", self._variable_path(name), what=f"delete variable {name}",
-                            permission=WRITE_VARIABLES_PERMISSION, accept=frozenset({404}))
+        """Delete; a 404 means it is already gone (the repository being there), which is what we wanted."""
+        what = f"delete variable {name}"
+        answer = await self._request("DELETE", self._variable_path(name), what=what,
+                                     permission=WRITE_VARIABLES_PERMISSION, accept=frozenset({404}))
+        if answer.status == 404:
+            await self._believe_404(what)
 
     async def can_write_variables(self) -> bool:
         """Probe write access with a PUT of a variable that does not exist: 404 = may write, 403 = not."""
         name = f"FLEETGATE_WRITE_PROBE_{secrets.token_hex(6).upper()}"
-        resp = await self._request("PUT", self._variable_path(name), what="write-access probe",
-                                   permission=WRITE_VARIABLES_PERMISSION, accept=frozenset({403, 404}),
-                                   json={"name": name, "value": "probe"})
-        if resp.status_code == 403:
+        answer = await self._request("PUT", self._variable_path(name), what="write-access probe",
+                                     permission=WRITE_VARIABLES_PERMISSION, accept=frozenset({403, 404}),
+                                     json={"name": name, "value": "probe"})
+        if answer.status == 403:
             return False
-        if resp.status_code != 404:
+        if answer.status == 404:
+            await self._believe_404("write-access probe")
+        else:
             # A 2xx means the server made something of our probe: remove it, and we may write.
             await self.delete_variable(name)
         return True
@@ -339,9 +324,9 @@ class GiteaClient:
     async def branch_head(self, branch: str) -> str:
         """The SHA at the head of `branch` (`commit.id`)."""
         what = f"branch {branch}"
-        resp = await self._request("GET", f"/branches/{quote(branch, safe='')}", what=what,
-                                   permission=READ_PERMISSION)
-        body = self._json(resp, what)
+        answer = await self._request("GET", f"/branches/{segment(branch, 'branch')}", what=what,
+                                     permission=READ_PERMISSION)
+        body = answer.json(f"Gitea {what}")
         commit = body.get("commit") if isinstance(body, dict) else None
         head = commit.get("id") if isinstance(commit, dict) else None
         if not isinstance(head, str) or not _SHA_RE.match(head.lower()):
@@ -360,9 +345,9 @@ class GiteaClient:
         if candidate == of:
             return False
         what = f"compare {of[:12]} with {candidate[:12]}"
-        resp = await self._request("GET", f"/compare/{quote(candidate, safe='')}...{quote(of, safe='')}",
-                                   what=what, permission=READ_PERMISSION)
-        body = self._json(resp, what)
+        answer = await self._request("GET", f"/compare/{segment(candidate, 'commit')}...{segment(of, 'commit')}",
+                                     what=what, permission=READ_PERMISSION)
+        body = answer.json(f"Gitea {what}")
         if not isinstance(body, dict):
             raise Failed(f"Gitea {what}: expected a compare object")
         total = body.get("total_commits")
@@ -374,4 +359,4 @@ class GiteaClient:
         raise Failed(f"Gitea {what}: neither total_commits nor commits in the answer")
 
 
-__all__ = ["PAGE_LIMIT", "CommitStatus", "GiteaClient"]
+__all__ = ["CONFLICTING", "PAGE_LIMIT", "CommitStatus", "GiteaClient", "segment"]

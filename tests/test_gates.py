@@ -198,3 +198,24 @@ def test_cli_wait_gates_in_the_sandbox(monkeypatch: pytest.MonkeyPatch, capsys: 
     else:
         assert result["ok"] is False and result["exit_code"] == 1 and needle in result["error"]
     assert "sandbox-gitea-token" not in stdout + stderr
+
+
+@pytest.mark.parametrize("entries", [
+    [{"id": 4, "context": "ci", "status": "failure"}, {"id": 4, "context": "ci", "status": "success"}],
+    [{"context": "ci", "status": "success"}, {"context": "ci", "status": "failure"}],
+])
+async def test_a_required_context_reported_twice_without_order_fails_closed(entries: list[dict[str, Any]]) -> None:
+    from loopback import serve_app
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def status(request: Request) -> Response:
+        if request.url.path.endswith("/status"):
+            return JSONResponse({"statuses": entries}, headers={"X-Total-Count": "2"})
+        return JSONResponse({"message": "not found"}, status_code=404)
+
+    async with serve("happy") as sb, serve_app(Starlette(routes=[Route("/{p:path}", status)])) as rogue:
+        with pytest.raises(Failed, match=r"'ci' is ambiguous .* reported as failure and success"):
+            await gates(sb, gitea_url=rogue, required_contexts=("ci",), gate_timeout=5.0)

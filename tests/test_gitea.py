@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipelines.errors import Failed
-from pipelines.gitea import GiteaClient
+from pipelines.gitea import CONFLICTING, GiteaClient
 from pipelines.redact import Secret
 from pipelines.sandbox.gitea_app import build_app
 from pipelines.sandbox.world import GITEA_TOKEN, READ, World
@@ -118,7 +118,8 @@ async def test_429_retry_after_is_honoured(gitea: Gitea) -> None:
     gitea.world.gitea_faults.retry_after = "1"
     async with gitea.client() as g:
         assert await g.get_variable("ANYTHING") is None
-    first, second = gitea.recorder.seen
+    first, second, repository = gitea.recorder.seen  # the 404 is believed once the repository answered
+    assert repository.path == f"/api/v1/repos/{gitea.world.repo}"
     # The default backoff here is ~0.01s; only Retry-After makes the client wait a second.
     assert second.time - first.time >= 0.95
 
@@ -279,3 +280,113 @@ async def test_connection_refused_fails_within_the_deadline() -> None:
         with pytest.raises(Failed, match=r"cannot reach|within 0.3s"):
             await g.branch_head("main")
     assert time.monotonic() - started < 2.0
+
+
+# ---------------------------------------------------------------- the repository, the user, statuses
+
+
+async def test_repository_user_and_a_created_status(gitea: Gitea) -> None:
+    sha = gitea.world.deploy_sha
+    async with gitea.client() as g:
+        repo = await g.repository()
+        login = await g.current_user()
+        created = await g.create_status(sha, "success", "fleetgate / approve", "approved by a human",
+                                        target_url="http://127.0.0.1:1/runs/1")
+        statuses = await g.combined_status(sha)
+    assert repo["full_name"] == gitea.world.repo and repo["permissions"]["push"] is True
+    assert login == "gitea-actions"
+    assert created.creator == login and created.state == "success"
+    assert statuses["fleetgate / approve"].state == "success"
+    posted = [s for s in gitea.recorder.seen if s.method == "POST"]
+    assert [p.path for p in posted] == [f"/api/v1/repos/{gitea.world.repo}/statuses/{sha}"]
+
+
+async def test_creating_a_status_is_never_retried(gitea: Gitea) -> None:
+    gitea.world.gitea_faults.fail_next = 1
+    async with gitea.client() as g:
+        with pytest.raises(Failed, match="HTTP 503"):
+            await g.create_status(gitea.world.deploy_sha, "success", "ctx", "d")
+    assert len(gitea.recorder.seen) == 1
+
+
+async def test_a_read_only_token_cannot_create_a_status(gitea: Gitea) -> None:
+    gitea.world.gitea_tokens["read-only-token"] = {READ}
+    async with gitea.client(token="read-only-token") as g:
+        with pytest.raises(Failed, match=r"HTTP 403.*write:repository"):
+            await g.create_status(gitea.world.deploy_sha, "success", "ctx", "d")
+
+
+async def test_path_segments_are_percent_encoded() -> None:
+    seen: list[str] = []
+
+    async def anything(request: Request) -> Response:
+        seen.append(request.scope["raw_path"].decode())
+        return JSONResponse({"message": "nope"}, status_code=404)
+
+    app = Starlette(routes=[Route("/{p:path}", anything)])
+    async with serve_app(app) as url, GiteaClient(url, "ac me/fl?et#x", None, retry_wait_initial=0.01) as g:
+        with pytest.raises(Failed, match="no such repository"):
+            await g.get_variable("A/../B")
+    assert seen == ["/api/v1/repos/ac%20me/fl%3Fet%23x/actions/variables/A%2F..%2FB",
+                    "/api/v1/repos/ac%20me/fl%3Fet%23x"]
+
+
+async def test_a_proxy_from_the_environment_never_sees_the_token(gitea: Gitea,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopback import connection_recorder
+
+    with connection_recorder() as proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with gitea.client() as g:
+            await g.branch_head("main")
+        assert proxy.settle() == 0
+    assert gitea.recorder.seen[0].headers["authorization"] == f"token {GITEA_TOKEN}"
+
+
+# ---------------------------------------------------------------- duplicates and lying totals
+
+
+@pytest.mark.parametrize("ids", [(7, 7), (None, None)])
+async def test_a_context_reported_twice_with_conflicting_states_and_no_order_is_conflicting(
+        ids: tuple[int | None, int | None]) -> None:
+    async def status(request: Request) -> Response:
+        entries: list[dict[str, Any]] = [{"context": "ci", "status": "failure"},
+                                         {"context": "ci", "status": "success"}]
+        for entry, ident in zip(entries, ids, strict=True):
+            if ident is not None:
+                entry["id"] = ident
+        return JSONResponse({"statuses": entries}, headers={"X-Total-Count": "2"})
+
+    app = Starlette(routes=[Route("/{p:path}", status)])
+    async with serve_app(app) as url, GiteaClient(url, "acme/fleet", None) as g:
+        held = (await g.combined_status("a" * 40))["ci"]
+    assert held.state == CONFLICTING
+    assert "failure and success" in held.description
+
+
+async def test_a_lying_x_total_count_does_not_hide_a_page() -> None:
+    asked: list[int] = []
+
+    async def status(request: Request) -> Response:
+        page = int(request.query_params["page"])
+        asked.append(page)
+        count = {1: 50, 2: 1}.get(page, 0)
+        entries = [{"context": f"c{page}-{i}", "status": "success", "id": page * 100 + i} for i in range(count)]
+        return JSONResponse({"statuses": entries}, headers={"X-Total-Count": "50"})  # there are 51
+
+    app = Starlette(routes=[Route("/{p:path}", status)])
+    async with serve_app(app) as url, GiteaClient(url, "acme/fleet", None) as g:
+        statuses = await g.combined_status("a" * 40)
+    assert "c2-0" in statuses and len(statuses) == 51
+    assert asked == [1, 2]  # one request per page; the short page ends it
+
+
+async def test_deeply_nested_json_from_gitea_is_a_one_line_failure() -> None:
+    nested = '{"statuses": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    app = Starlette(routes=[Route("/{p:path}", lambda r: PlainTextResponse(nested))])
+    async with serve_app(app) as url, GiteaClient(url, "acme/fleet", None) as g:
+        with pytest.raises(Failed, match="not JSON we can read: nested deeper than 64 levels"):
+            await g.combined_status("a" * 40)

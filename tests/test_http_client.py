@@ -121,7 +121,7 @@ async def test_deeply_nested_json_is_a_one_line_failure() -> None:
     nested = "[" * 5000 + "]" * 5000
     async with served([PlainTextResponse(nested)]) as (url, _), make_client(url) as client:
         answer = await read(client, "GET", "/x", what="Gitea status")
-    with pytest.raises(Failed, match="Gitea status: the answer is not usable JSON"):
+    with pytest.raises(Failed, match="Gitea status: the answer is not JSON we can read: nested deeper"):
         answer.json("Gitea status")
 
 

@@ -132,3 +132,43 @@ def test_cli_assert_enabled(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     assert stdout == ""  # no --json: nothing on stdout
     errors = [line for line in stderr.splitlines() if "fleetgate assert-enabled:" in line]
     assert len(errors) == (0 if code == 0 else 1)
+
+
+# ---------------------------------------------------------------- a 404 is believed only for a repository that answered
+
+
+@pytest.mark.parametrize("change", ["misspelt repo", "base URL with /api/v1", "repo of another owner"])
+async def test_a_404_from_a_repository_that_is_not_there_fails_closed(change: str) -> None:
+    async with serve("kill-switch-engaged") as sb:
+        s = settings_for(sb)
+        s = {"misspelt repo": s.with_(repo="acme/flet"),
+             "base URL with /api/v1": s.with_(gitea_url=f"{sb.gitea_url}/api/v1"),
+             "repo of another owner": s.with_(repo="acme-corp/fleet")}[change]
+        with pytest.raises(Failed, match="no such repository, or the token cannot see it") as info:
+            await run(s, quiet())
+    assert info.value.exit_code == ExitCode.FAILED  # never "kill switch off"
+
+
+async def test_the_repository_is_read_once_before_the_first_404_is_believed() -> None:
+    async with serve("happy") as sb:
+        s = settings_for(sb)
+        async with GiteaClient.for_settings(s) as gitea:
+            assert await live_reason(gitea) is None
+            assert await live_reason(gitea) is None
+        repo_reads = [r for r in sb.state.requests if r.path == f"/api/v1/repos/{sb.state.repo}"]
+    assert len(repo_reads) == 1
+
+
+@pytest.mark.parametrize("repo", ["acme/..", "acme/.", "../fleet", "./fleet"])
+def test_a_repository_with_dot_segments_is_refused_before_any_request(repo: str) -> None:
+    with pytest.raises(Failed, match="cannot be a path segment"):
+        GiteaClient("http://127.0.0.1:9", repo, None)
+
+
+def test_cli_assert_enabled_on_a_misspelt_repository_exits_1(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code, _, stderr = run_main(monkeypatch, capsys, "assert-enabled", "--sandbox", "--scenario",
+                                    "kill-switch-engaged", "--repo", "acme/flet")
+    assert exit_code == 1, stderr
+    assert "kill switch off" not in stderr
+    assert "no such repository" in stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,21 @@ import pytest
 from pipelines.sandbox import Sandbox, serve
 from pipelines.sandbox.world import KILL_SWITCH_VARIABLE
 
-CONTRACT = Path(os.environ.get("FLEETGATE_CONTRACTS", "/work/shared/contracts")) / "gitea-api-subset.json"
-if not CONTRACT.is_file():  # a checkout carries a copy next to the tests
-    CONTRACT = Path(__file__).parent / "contracts" / "gitea-api-subset.json"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def contracts_dir(root: Path = REPO_ROOT, env: Mapping[str, str] = os.environ) -> Path:
+    """`$FLEETGATE_CONTRACTS`, else `../shared/contracts` beside the clone (as CI lays it out), else
+    `/work/shared/contracts`. None found is an error, never a skip: the double must be checked."""
+    candidates = [Path(env["FLEETGATE_CONTRACTS"])] if env.get("FLEETGATE_CONTRACTS") else []
+    candidates += [root.parent / "shared" / "contracts", Path("/work/shared/contracts")]
+    for candidate in candidates:
+        if (candidate / "gitea-api-subset.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no gitea-api-subset.json in any of {[str(c) for c in candidates]}")
+
+
+CONTRACT = contracts_dir() / "gitea-api-subset.json"
 SWAGGER: dict[str, Any] = json.loads(CONTRACT.read_text(encoding="utf-8"))
 DEFS: dict[str, Any] = SWAGGER["definitions"]
 API = "/api/v1/repos/acme/fleet"
@@ -52,14 +65,14 @@ def violations(value: Any, schema: dict[str, Any], where: str = "$") -> list[str
     return problems
 
 
-def response_schema(path: str, status: str = "200") -> dict[str, Any]:
-    ref = SWAGGER["paths"][path]["get"]["responses"][status]["$ref"].removeprefix("#/responses/")
+def response_schema(path: str, status: str = "200", method: str = "get") -> dict[str, Any]:
+    ref = SWAGGER["paths"][path][method]["responses"][status]["$ref"].removeprefix("#/responses/")
     schema: dict[str, Any] = SWAGGER["responses"][ref]["schema"]
     return schema
 
 
-def assert_matches(body: Any, path: str) -> None:
-    assert violations(body, response_schema(path)) == []
+def assert_matches(body: Any, path: str, status: str = "200", method: str = "get") -> None:
+    assert violations(body, response_schema(path, status, method)) == []
 
 
 def gitea(sb: Sandbox) -> httpx.AsyncClient:
@@ -188,3 +201,58 @@ async def test_errors_are_json_message_and_url() -> None:
         assert answer.headers["content-type"].startswith("application/json")
         assert set(answer.json()) == {"message", "url"}
     assert unauthorized.status_code == 401 and other_repo.status_code == 404
+
+
+def test_the_contracts_are_found_beside_a_fresh_clone(tmp_path: Path) -> None:
+    clone, beside, chosen = tmp_path / "fleetgate", tmp_path / "shared" / "contracts", tmp_path / "elsewhere"
+    for folder in (clone, beside, chosen):
+        folder.mkdir(parents=True)
+    for folder in (beside, chosen):
+        (folder / "gitea-api-subset.json").write_text("{}", encoding="utf-8")
+    assert contracts_dir(clone, {}) == beside
+    assert contracts_dir(clone, {"FLEETGATE_CONTRACTS": str(chosen)}) == chosen
+
+
+@pytest.mark.anyio
+async def test_repository_user_and_created_status_match_the_swagger() -> None:
+    async with serve("happy") as sb, gitea(sb) as client:
+        repo = await client.get(API)
+        user = await client.get("/api/v1/user")
+        option = {"state": "success", "context": "fleetgate / approve", "description": "approved",
+                  "target_url": "http://127.0.0.1:1/runs/1"}
+        assert violations(option, {"$ref": "#/definitions/CreateStatusOption"}) == []
+        created = await client.post(f"{API}/statuses/{sb.state.deploy_sha}", json=option)
+        combined = (await client.get(f"{API}/commits/{sb.state.deploy_sha}/status", params={"limit": 50})).json()
+        other_repo = await client.get("/api/v1/repos/acme/flet")
+        bad_state = await client.post(f"{API}/statuses/{sb.state.deploy_sha}", json={**option, "state": "ok"})
+        unknown_sha = await client.post(f"{API}/statuses/{'0' * 40}", json=option)
+    assert repo.status_code == 200
+    assert_matches(repo.json(), "/repos/{owner}/{repo}")
+    assert repo.json()["full_name"] == sb.state.repo
+    assert set(repo.json()["permissions"]) == {"admin", "push", "pull"}
+    assert user.status_code == 200
+    assert_matches(user.json(), "/user")
+    assert isinstance(user.json()["login"], str) and user.json()["login"]
+    assert created.status_code == 201
+    assert_matches(created.json(), "/repos/{owner}/{repo}/statuses/{sha}", status="201", method="post")
+    assert created.json()["creator"]["login"] == user.json()["login"]
+    assert created.json()["status"] == "success" and "state" not in created.json()
+    assert {e["context"]: e["status"] for e in combined["statuses"]}["fleetgate / approve"] == "success"
+    for answer, code in ((other_repo, 404), (bad_state, 400), (unknown_sha, 404)):
+        assert answer.status_code == code
+        assert set(answer.json()) == {"message", "url"}
+
+
+@pytest.mark.anyio
+async def test_creating_a_status_needs_write_access() -> None:
+    from pipelines.sandbox.world import READ
+
+    async with serve("happy") as sb:
+        sb.state.gitea_tokens["read-only"] = {READ}
+        async with httpx.AsyncClient(base_url=sb.gitea_url, timeout=5.0,
+                                     headers={"Authorization": "token read-only"}) as client:
+            refused = await client.post(f"{API}/statuses/{sb.state.deploy_sha}",
+                                        json={"state": "success", "context": "c"})
+            repo = await client.get(API)
+    assert refused.status_code == 403 and set(refused.json()) == {"message", "url"}
+    assert repo.json()["permissions"]["push"] is False

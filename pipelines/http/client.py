@@ -78,7 +78,7 @@ class Answer:
         try:
             return parse_json(self.body)
         except BadJSON as exc:
-            raise Failed(f"{what}: the answer is not usable JSON ({exc}; HTTP {self.status})") from None
+            raise Failed(f"{what}: the answer is not JSON we can read: {exc} (HTTP {self.status})") from None
 
     def text(self, limit: int = 160) -> str:
         """A redacted, one-line, short rendering of the body (for error messages)."""
@@ -214,6 +214,7 @@ async def read(client: httpx.AsyncClient, method: str, url: str, *, what: str,
     pol = policy or RetryPolicy()
     started = time.monotonic()
     last: Answer | None = None  # the latest retryable answer, for when the deadline ends a backoff
+    problem = "no answer"  # the latest transport failure, for the message
 
     def retry_hook(exc: Exception) -> bool | float:
         return retry_decision(exc, pol, remaining=pol.deadline - (time.monotonic() - started))
@@ -226,8 +227,12 @@ async def read(client: httpx.AsyncClient, method: str, url: str, *, what: str,
                 wait_jitter=pol.wait_initial,
             ):
                 with attempt:
-                    answer = await send(client, method, url, what=what, limits=limits, params=params,
-                                        headers=headers)
+                    try:
+                        answer = await send(client, method, url, what=what, limits=limits, params=params,
+                                            headers=headers)
+                    except (Unreachable, TimedOut) as exc:
+                        problem = exc.message.removeprefix(f"{what}: ")
+                        raise
                     if answer.status in pol.statuses:
                         last = answer
                         raise _RetryableAnswer(answer)
@@ -237,7 +242,7 @@ async def read(client: httpx.AsyncClient, method: str, url: str, *, what: str,
     except TimeoutError:
         if last is not None:
             return last
-        raise TimedOut(f"{what}: no usable answer within the retry deadline of {pol.deadline:g}s") from None
+        raise TimedOut(f"{what}: no usable answer within {pol.deadline:g}s of retries (last: {problem})") from None
     raise AssertionError("unreachable: stamina either returns an attempt's answer or re-raises")
 
 

@@ -2,7 +2,9 @@
 
 Faithful where clients trip: statuses carry `status` (not `state`), the combined status holds only
 the latest per context and pages by `page`/`limit` (≤0 → 30, capped at 50) with `X-Total-Count`
-and `Link`; variable names are case-insensitive; errors are JSON `{"message", "url"}`.
+and `Link`; variable names are case-insensitive; errors are JSON `{"message", "url"}`; the
+repository answers 404 for any other owner/name (so must every path under it); a created status
+answers 201 with its `creator`, the token's user.
 """
 
 from __future__ import annotations
@@ -91,9 +93,15 @@ def _paged_headers(request: Request, total: int, page: int, limit: int) -> dict[
     return headers
 
 
-def _repo_json(world: World) -> dict[str, Any]:
+def _repo_json(world: World, *, push: bool = False) -> dict[str, Any]:
+    """The Repository object (the fields Gitea 1.22 sends that a client may read; all in the swagger)."""
     return {"id": world.repo_id, "name": world.name, "full_name": world.repo, "owner": _user(world),
-            "private": True, "default_branch": "main", "html_url": f"{world.gitea_url}/{world.repo}"}
+            "description": "", "empty": False, "private": True, "fork": False, "template": False,
+            "mirror": False, "archived": False, "has_actions": True, "default_branch": "main",
+            "html_url": f"{world.gitea_url}/{world.repo}", "url": f"{world.gitea_url}/api/v1/repos/{world.repo}",
+            "clone_url": f"{world.gitea_url}/{world.repo}.git", "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+            "permissions": {"admin": False, "push": push, "pull": True}}
 
 
 def _payload_commit(world: World, c: Commit) -> dict[str, Any]:
@@ -186,7 +194,7 @@ def build_app(world: World) -> ASGIApp:
             body = None
         if not isinstance(body, dict) or body.get("state") not in ("pending", "success", "error", "failure",
                                                                      "warning"):
-            return _error(world, 422, "[State]: Required")
+            return _error(world, 400, "[State]: Required")  # the swagger declares 400 for a bad option
         status = world.set_status(sha, str(body.get("context") or "default"), body["state"],
                                   description=str(body.get("description") or ""),
                                   target_url=str(body.get("target_url") or ""),
@@ -238,12 +246,21 @@ def build_app(world: World) -> ASGIApp:
             return _error(world, 404, "object does not exist")
         return JSONResponse(_commit_json(world, world.commits[sha]))
 
+    def may_write(request: Request) -> bool:
+        # Gitea asks write:repository for variable writes and status creation alike.
+        return WRITE_VARIABLES in world.gitea_tokens.get(_token(request) or "", set())
+
+    async def repository(request: Request) -> Response:
+        if not repo_ok(request):
+            return not_found(request)
+        return JSONResponse(_repo_json(world, push=may_write(request)))
+
     async def variable(request: Request) -> Response:
         if not repo_ok(request):
             return not_found(request)
         name = request.path_params["name"].upper()
         method = request.method
-        if method != "GET" and WRITE_VARIABLES not in world.gitea_tokens.get(_token(request) or "", set()):
+        if method != "GET" and not may_write(request):
             return _error(world, 403, "token does not have at least one of required scope(s): "
                           "[write:repository]")
         if method == "GET":
@@ -280,6 +297,7 @@ def build_app(world: World) -> ASGIApp:
         Route(API + "/commits/{ref}/statuses", status_list, methods=["GET"]),
         Route(API + "/statuses/{sha}", status_list, methods=["GET"]),
         Route(API + "/statuses/{sha}", create_status, methods=["POST"]),
+        Route(API, repository, methods=["GET"]),
         Route("/api/v1/user", user, methods=["GET"]),
         Route(API + "/branches/{branch}", branch, methods=["GET"]),
         Route(API + "/compare/{basehead:path}", compare, methods=["GET"]),
