@@ -63,8 +63,9 @@ async def test_plan_prints_one_sorted_json_object_and_probes_gitea() -> None:
     assert printed["enabled"] is True and printed["gitea_token"] == "set" and printed["cp_token"] == "set"
     assert printed["lease_holder"] == {"held": False}
     assert gitea[0] == ("GET", "PROD_AUTO_DEPLOY_DISABLED")
-    assert gitea[1] == ("GET", "FLEETGATE_LEASE")  # read only: a plan never takes the lease
-    assert gitea[2][0] == "PUT" and gitea[2][1].startswith("FLEETGATE_WRITE_PROBE_")
+    assert gitea[1] == ("GET", sb.state.name)  # the repository, before that 404 is believed
+    assert gitea[2] == ("GET", "FLEETGATE_LEASE")  # read only: a plan never takes the lease
+    assert gitea[3][0] == "PUT" and gitea[3][1].startswith("FLEETGATE_WRITE_PROBE_")
     assert other == []  # plan never calls the CP or a tenant
     assert sb.state.variables == {}  # the probe wrote nothing
 
