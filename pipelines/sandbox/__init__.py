@@ -66,7 +66,9 @@ class Sandbox:
 
 
 def _bind(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP; without
+    # it every keep-alive answer written in two parts waited ~40 ms for the peer's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
@@ -148,6 +150,7 @@ def _recorded(app: Any, world: World, service: str) -> Any:
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            scope[tenants_app.HEADERS_KEY] = headers
             world.requests.append(RequestRecord(
                 time=time.monotonic(), service=service, method=scope["method"], path=scope["path"],
                 query=scope["query_string"].decode("latin-1"), headers=headers))

@@ -98,7 +98,7 @@ class Tenant:
     redeploys: int = 0
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: tens of thousands at fleet size
 class RequestRecord:
     time: float  # time.monotonic()
     service: str  # "gitea" | "cp" | "tenants"
@@ -127,7 +127,7 @@ class Write:
     sha: str
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: tens of thousands at fleet size
 class BuildinfoRead:
     time: float
     slug: str
