@@ -1,24 +1,97 @@
 """Secrets and redaction: no token, credential or control character reaches a log.
 
 `Secret` hides its value from repr/str/format; every Secret made registers its value so that
-`redact` can scrub it from any text (CP error rows, exception messages) before output.
+`redact` can scrub it from any text (CP error rows, exception messages) before output — in any
+case, and in the forms a server or a library may echo it back: base64 (standard and URL-safe,
+with or without padding, also inside a `user:token` pair), percent-encoded, or split by
+zero-width characters. Invisible characters (zero-width, bidi overrides and isolates) are removed
+from all text first: they hide or reorder what a reader sees, and they would split a token.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 _KNOWN: set[str] = set()
 _CREDENTIAL_PATTERNS = (
     # auth header values: a word after "token"/"bearer" counts only if it has a digit (so prose survives)
     re.compile(r"(?i)\b(bearer|token|basic)\s+(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{6,}"),
-    re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/\s:@]*(:[^/\s@]*)?@"),  # user:pass@ in URLs
+    # user:pass@ in URLs; the scheme is bounded so a long run of letters is not scanned quadratically
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}://)[^/\s:@]*(:[^/\s@]*)?@"),
     re.compile(r"(?i)\b((?:access_)?token|password|passwd|secret|api[_-]?key)=([^&\s\"']+)"),
     re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16})\b"),
 )
 # Whole terminal escape sequences (CSI, OSC, two-byte) go first, so no `[31m` fragment survives.
 _ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b\u0080-\u009f\u2028\u2029]")
+# Zero-width characters, soft hyphen, bidi marks, embeddings, overrides and isolates, BOM.
+INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
+                       "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+_WORD = re.compile(r"\S+")
+_compiled: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+
+
+def _forms(value: str) -> set[str]:
+    """`value` as a server or a library may echo it: itself, base64 and percent-encoded."""
+    raw = value.encode("utf-8")
+    forms = {value, quote(value, safe=""), quote(value), quote_plus(value)}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms |= {text, text.rstrip("=")}
+    return forms
+
+
+def _known_pattern() -> re.Pattern[str] | None:
+    """One case-insensitive pattern for every form of every known secret, rebuilt when one is added."""
+    global _compiled
+    known = frozenset(_KNOWN)
+    if known != _compiled[0]:
+        forms = sorted({f for value in known for f in _forms(value)}, key=len, reverse=True)
+        _compiled = (known, re.compile("|".join(map(re.escape, forms)), re.IGNORECASE) if forms else None)
+    return _compiled[1]
+
+
+def _hides_a_secret(decoded: bytes, pattern: re.Pattern[str]) -> bool:
+    return pattern.search(decoded.decode("utf-8", "replace")) is not None
+
+
+def _base64_hides(run: str, pattern: re.Pattern[str]) -> bool:
+    """Whether `run` is base64 (either alphabet, any offset, padded or not) of text holding a secret —
+    e.g. `Basic base64(user:token)`, whatever the user."""
+    normalised = run.rstrip("=").replace("-", "+").replace("_", "/")
+    for offset in range(4):
+        chunk = normalised[offset:]
+        if len(chunk) % 4 == 1:  # one stray character cannot be base64: drop it
+            chunk = chunk[:-1]
+        if len(chunk) < 4:
+            break
+        chunk += "=" * (-len(chunk) % 4)
+        try:
+            decoded = base64.b64decode(chunk, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if _hides_a_secret(decoded, pattern):
+            return True
+    return False
+
+
+def scrub_secrets(text: str) -> str:
+    """`text` with invisible characters removed and every known secret, in any of its forms, as ***."""
+    out = INVISIBLE.sub("", text)
+    pattern = _known_pattern()
+    if pattern is None:
+        return out
+    out = pattern.sub("***", out)
+    out = _BASE64_RUN.sub(lambda m: "***" if _base64_hides(m.group(), pattern) else m.group(), out)
+    if "%" not in out:
+        return out
+    # A word holding a percent-encoded secret goes whole (at worst a URL more than needed).
+    return _WORD.sub(lambda m: "***" if "%" in m.group() and _hides_a_secret(unquote_to_bytes(m.group()), pattern)
+                     else m.group(), out)
 
 
 class Secret:
@@ -55,9 +128,7 @@ class Secret:
 def redact(text: str, limit: int = 300, *, fold: bool = True) -> str:
     """`text` with known secrets, credentials and control characters removed, truncated; on one
     line with white space folded, or (`fold=False`, for one line of a table) with its spacing kept."""
-    out = _ANSI_ESCAPE.sub("", text)
-    for value in sorted(_KNOWN, key=len, reverse=True):
-        out = out.replace(value, "***")
+    out = scrub_secrets(_ANSI_ESCAPE.sub("", text))
     out = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m.group(1)} ***", out)
     out = _CREDENTIAL_PATTERNS[1].sub(lambda m: f"{m.group(1)}***@", out)
     out = _CREDENTIAL_PATTERNS[2].sub(lambda m: f"{m.group(1)}=***", out)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import stamina
 
 from pipelines.errors import Failed, UsageError
+from pipelines.http.body import BadJSON, parse_json
+from pipelines.http.client import Answer, Limits, RetryPolicy, make_client, read, send
 from pipelines.output import Output
 from pipelines.redact import Secret, redact
 from pipelines.settings import Settings
@@ -59,9 +59,8 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's limit; a bigger 
 
 REQUEST_TIMEOUT = 30.0  # seconds, per request (connect, read, write, pool)
 CONNECT_TIMEOUT = 10.0
-RETRY_DEADLINE = 60.0  # seconds of retrying 429/5xx/connection errors before giving up
+RETRY_DEADLINE = 60.0  # seconds of retrying a read on 429/5xx/connection errors before giving up
 RETRY_ATTEMPTS = 6
-MAX_RETRY_AFTER = 30.0  # a longer Retry-After is capped (the deadline still applies)
 
 # The distribution spec's grammar for repository names and tags.
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -173,28 +172,6 @@ class Manifest:
     body: bytes
 
 
-class _Retryable(Exception):
-    """A registry answer worth retrying (429, 5xx); `retry_after` honours the registry's wish."""
-
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.retry_after = retry_after
-
-
-def _retry_hook(exc: Exception) -> bool | float:
-    if isinstance(exc, _Retryable):
-        return min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after is not None else True
-    return isinstance(exc, httpx.TransportError)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: use the ordinary backoff
-
-
 def digest_of(body: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
 
@@ -207,15 +184,15 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), found
 
 
-def _registry_error(resp: httpx.Response) -> str:
+def _registry_error(answer: Answer) -> str:
     """The registry's own words (`{"errors": [{"code", "message"}]}`), short and redacted."""
     try:
-        errors = resp.json().get("errors") or []
+        errors = answer.json("registry error").get("errors") or []
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}"
                          for e in errors if isinstance(e, dict))
-    except (ValueError, AttributeError):
+    except (Failed, AttributeError, TypeError):
         text = ""
-    return redact(text, limit=200) if text else f"HTTP {resp.status_code}"
+    return redact(text, limit=200) if text else f"HTTP {answer.status}"
 
 
 class RegistryClient:
@@ -229,14 +206,12 @@ class RegistryClient:
         self._username = username
         self._password = password
         self._retry_deadline = retry_deadline
-        self._retry_attempts = retry_attempts
-        self._retry_wait = retry_wait
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            follow_redirects=False,  # never carry a credential to wherever a redirect points
-            headers={"User-Agent": "fleetgate-promote"},
-            trust_env=False,  # no proxy from the environment sees the registry credentials
-        )
+        # One exchange (a manifest GET or PUT) within twice the request timeout and the retry deadline.
+        self._limits = Limits(connect=min(connect_timeout, timeout), read=timeout, write=timeout, pool=timeout,
+                              deadline=min(retry_deadline, 2 * timeout), max_body=MAX_MANIFEST_BYTES + 1)
+        self._policy = RetryPolicy(deadline=retry_deadline, attempts=retry_attempts, wait_initial=retry_wait,
+                                   wait_max=max(retry_wait, 5.0))
+        self._http = make_client(headers={"User-Agent": "fleetgate-promote"}, limits=self._limits)
         # Authorization per scope ("pull" / "pull,push"): Basic is one header; Bearer tokens differ by scope.
         self._auth: dict[str, Secret] = {}
         self._basic_for_all: Secret | None = None
@@ -251,47 +226,37 @@ class RegistryClient:
     # -- transport
 
     async def _send(self, method: str, url: str, headers: Mapping[str, str],
-                    content: bytes | None = None) -> httpx.Response:
-        """One request, retried on 429/5xx/connection errors within the deadline; Failed after."""
-        try:
-            async for attempt in stamina.retry_context(
-                on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_deadline,
-                wait_initial=self._retry_wait, wait_max=max(self._retry_wait, 5.0),
-                wait_jitter=self._retry_wait,  # jitter on the scale of the backoff, not stamina's fixed 1 s
-            ):
-                with attempt:
-                    resp = await self._http.request(method, url, headers=dict(headers), content=content)
-                    if resp.status_code == 429 or resp.status_code >= 500:
-                        raise _Retryable(resp.status_code, _retry_after(resp.headers.get("Retry-After")))
-                    return resp
-        except _Retryable as exc:
-            raise Failed(f"registry {urlsplit(url).netloc}: {method} answered HTTP {exc.status} "
-                         f"after retrying for up to {self._retry_deadline:g}s") from None
-        except httpx.TransportError as exc:
-            raise Failed(f"registry {urlsplit(url).netloc}: {method} failed after retrying for up to "
-                         f"{self._retry_deadline:g}s: {type(exc).__name__} "
-                         f"{redact(str(exc), limit=120)}") from None
-        raise AssertionError("unreachable: stamina either returns or re-raises")
+                    content: bytes | None = None) -> Answer:
+        """One request: a read retried on 429/5xx/connection errors within the deadline, a write
+        (PUT) sent once — the transport never repeats a write. Failed after."""
+        parts = urlsplit(url)
+        what = f"registry {parts.netloc}: {method} {redact(parts.path, limit=120)}"
+        if method in ("GET", "HEAD"):
+            answer = await read(self._http, method, url, what=what, limits=self._limits,
+                                policy=self._policy, headers=headers)
+            if answer.status in self._policy.statuses:
+                raise Failed(f"registry {parts.netloc}: {method} answered HTTP {answer.status} "
+                             f"after retrying for up to {self._retry_deadline:g}s")
+            return answer
+        return await send(self._http, method, url, what=what, limits=self._limits, headers=headers,
+                          content=content)
 
     async def _request(self, method: str, url: str, *, actions: str, headers: Mapping[str, str] | None = None,
-                       content: bytes | None = None) -> httpx.Response:
+                       content: bytes | None = None) -> Answer:
         """A request to the registry origin, answering one auth challenge if it comes."""
         resp = await self._send(method, url, {**(headers or {}), **self._auth_header(actions)}, content)
-        if resp.status_code == 401:
+        if resp.status == 401:
             await self._authenticate(resp, actions)
             resp = await self._send(method, url, {**(headers or {}), **self._auth_header(actions)}, content)
-            if resp.status_code == 401:
+            if resp.status == 401:
                 who = "credentials refused" if self._basic() is not None else \
                     "anonymous access refused (set --registry-username and REGISTRY_PASSWORD)"
                 raise Failed(f"registry {self.ref.netloc}: {who} for {actions} on {self.ref.repository} "
                              f"({_registry_error(resp)})")
-        if resp.status_code == 403:
+        if resp.status == 403:
             raise Failed(f"registry {self.ref.netloc}: the credentials lack {actions} permission on "
                          f"{self.ref.repository} ({_registry_error(resp)})")
-        if 300 <= resp.status_code < 400:
-            raise Failed(f"registry {self.ref.netloc}: {method} {urlsplit(url).path} answered a redirect "
-                         f"(HTTP {resp.status_code}); redirects are not followed for manifests")
-        return resp
+        return resp  # a redirect never gets here: the client factory refuses it (Failed)
 
     def _auth_header(self, actions: str) -> dict[str, str]:
         secret = self._auth.get(actions) or self._basic_for_all
@@ -304,7 +269,7 @@ class RegistryClient:
         encoded = Secret(base64.b64encode(raw).decode("ascii"))  # registered, so redact() scrubs it too
         return Secret(f"Basic {encoded.reveal()}")
 
-    async def _authenticate(self, resp: httpx.Response, actions: str) -> None:
+    async def _authenticate(self, resp: Answer, actions: str) -> None:
         challenge = resp.headers.get("WWW-Authenticate", "")
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
@@ -342,16 +307,16 @@ class RegistryClient:
             headers["Authorization"] = basic.reveal()
             query["account"] = self._username
         resp = await self._send("GET", str(httpx.URL(realm, params=query)), headers)
-        if resp.status_code in (401, 403):
+        if resp.status in (401, 403):
             raise Failed(f"registry {self.ref.netloc}: the token service refused "
                          f"{'the credentials' if basic else 'anonymous access'} for {actions} on "
-                         f"{self.ref.repository} (HTTP {resp.status_code})")
-        if resp.status_code != 200:
-            raise Failed(f"registry {self.ref.netloc}: the token service answered HTTP {resp.status_code}")
+                         f"{self.ref.repository} (HTTP {resp.status})")
+        if resp.status != 200:
+            raise Failed(f"registry {self.ref.netloc}: the token service answered HTTP {resp.status}")
         try:
-            data = resp.json()
+            data = resp.json(f"registry {self.ref.netloc}: token service")
             token = data.get("token") or data.get("access_token")
-        except (ValueError, AttributeError):
+        except (Failed, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
             raise Failed(f"registry {self.ref.netloc}: the token service answered without a token")
@@ -364,11 +329,11 @@ class RegistryClient:
         """The digest a tag points at, or None when absent. HEAD first; GET when HEAD names no digest."""
         resp = await self._request("HEAD", self.ref.manifest_url(reference), actions="pull",
                                    headers={"Accept": ACCEPT})
-        if resp.status_code == 404:
+        if resp.status == 404:
             return None
-        if resp.status_code != 200:
+        if resp.status != 200:
             raise Failed(f"registry {self.ref.display}: HEAD manifest {reference!r} answered "
-                         f"HTTP {resp.status_code}")
+                         f"HTTP {resp.status}")
         header: str = resp.headers.get("Docker-Content-Digest", "").strip()
         if _DIGEST.match(header):
             return header
@@ -379,12 +344,12 @@ class RegistryClient:
         """The manifest bytes at `reference` (tag or digest), digest checked; None when absent."""
         resp = await self._request("GET", self.ref.manifest_url(reference), actions="pull",
                                    headers={"Accept": ACCEPT})
-        if resp.status_code == 404:
+        if resp.status == 404:
             return None
-        if resp.status_code != 200:
+        if resp.status != 200:
             raise Failed(f"registry {self.ref.display}: GET manifest {reference!r} answered HTTP "
-                         f"{resp.status_code} ({_registry_error(resp)})")
-        body = resp.content
+                         f"{resp.status} ({_registry_error(resp)})")
+        body = resp.body
         if len(body) > MAX_MANIFEST_BYTES:
             raise Failed(f"registry {self.ref.display}: manifest {reference!r} is larger than 4 MiB")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
@@ -392,8 +357,8 @@ class RegistryClient:
             raise Failed(f"registry {self.ref.display}: manifest {reference!r} has media type "
                          f"{media_type[:80]!r}; promote handles {', '.join(MANIFEST_TYPES)}")
         try:
-            document = json.loads(body)
-        except ValueError:
+            document = parse_json(body)
+        except BadJSON:
             raise Failed(f"registry {self.ref.display}: manifest {reference!r} is not JSON") from None
         if not isinstance(document, dict):
             raise Failed(f"registry {self.ref.display}: manifest {reference!r} is not a JSON object")
@@ -417,9 +382,9 @@ class RegistryClient:
         """PUT the exact bytes under `tag`; the registry must agree on the digest."""
         resp = await self._request("PUT", self.ref.manifest_url(tag), actions="pull,push",
                                    headers={"Content-Type": manifest.media_type}, content=manifest.body)
-        if not 200 <= resp.status_code < 300:
+        if not 200 <= resp.status < 300:
             raise Failed(f"registry {self.ref.display}: PUT manifest {tag!r} answered HTTP "
-                         f"{resp.status_code} ({_registry_error(resp)})")
+                         f"{resp.status} ({_registry_error(resp)})")
         answered = resp.headers.get("Docker-Content-Digest", "").strip()
         if answered and answered != manifest.digest:
             raise Failed(f"registry {self.ref.display}: PUT {tag!r} stored digest {answered[:80]}, "
@@ -480,7 +445,7 @@ async def rollout_evidence(settings: Settings, out: Output) -> dict[str, Any]:
 
 def _check_revision(manifest: Manifest, sha: str, where: str) -> None:
     """When the image names its source revision, it must be this SHA (a mis-tagged image stops here)."""
-    annotations = json.loads(manifest.body).get("annotations")
+    annotations = parse_json(manifest.body).get("annotations")  # already parsed once in get_manifest
     if isinstance(annotations, dict):
         revision = annotations.get(REVISION_ANNOTATION)
         if isinstance(revision, str) and revision and revision.lower() != sha:

@@ -40,9 +40,9 @@ from pipelines.ledger import Ledger
 from pipelines.output import Output
 from pipelines.redact import Secret
 from pipelines.registry import (
+    Manifest,
     RegistryClient,
-    _retry_hook,
-    _Retryable,
+    digest_of,
     parse_challenge,
     parse_image,
     promote,
@@ -413,12 +413,25 @@ async def test_persistent_5xx_fails_closed(registry: Registry, repo: str) -> Non
     assert app.state.count["n"] == 3
 
 
-def test_retry_hook_honours_retry_after() -> None:
-    assert _retry_hook(_Retryable(429, 2.5)) == 2.5
-    assert _retry_hook(_Retryable(429, 3600.0)) == 30.0  # capped; the deadline still applies
-    assert _retry_hook(_Retryable(503, None)) is True
-    assert _retry_hook(httpx.ConnectError("refused")) is True
-    assert _retry_hook(ValueError("not transport")) is False
+@pytest.mark.anyio
+async def test_a_manifest_put_is_never_retried_by_the_transport(registry: Registry, repo: str) -> None:
+    puts: list[int] = []
+
+    def answer(request: Request, n: int) -> Response | None:
+        if request.method == "PUT":
+            puts.append(n)
+            return Response(status_code=503, headers={"Retry-After": "0"})
+        return None
+
+    app = _front(registry.url, answer)
+    body = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}'
+    manifest = Manifest(digest=digest_of(body), media_type="application/vnd.oci.image.manifest.v1+json", body=body)
+    async with serve_app(app) as url:
+        ref = parse_image(f"{url.removeprefix('http://')}/{repo}")
+        async with RegistryClient(ref, retry_wait=0.01, retry_deadline=10) as client:
+            with pytest.raises(Failed, match="PUT manifest 'latest' answered HTTP 503"):
+                await client.put_manifest("latest", manifest)
+    assert len(puts) == 1
 
 
 @pytest.mark.anyio
