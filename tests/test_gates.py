@@ -219,3 +219,14 @@ async def test_a_required_context_reported_twice_without_order_fails_closed(entr
     async with serve("happy") as sb, serve_app(Starlette(routes=[Route("/{p:path}", status)])) as rogue:
         with pytest.raises(Failed, match=r"'ci' is ambiguous .* reported as failure and success"):
             await gates(sb, gitea_url=rogue, required_contexts=("ci",), gate_timeout=5.0)
+
+
+async def test_every_poll_reads_each_page_once() -> None:
+    async with serve("many-contexts") as sb:
+        sb.state.set_status(sb.state.deploy_sha, SENTINEL, "pending")
+        sb.state.set_status(sb.state.deploy_sha, SENTINEL, "success", after_reads=2)
+        await gates(sb, poll_interval=0.01, gate_timeout=30.0)
+        pages = [r.query for r in sb.state.requests_to("gitea", "GET", "/status")]
+    polls = pages.count("page=1&limit=50")
+    assert polls == 3  # pending, pending, success
+    assert pages == ["page=1&limit=50", "page=2&limit=50"] * polls

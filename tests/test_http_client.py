@@ -204,3 +204,26 @@ def test_the_client_is_built_the_one_way() -> None:
     assert client.follow_redirects is False
     assert client.trust_env is False
     assert client.timeout == httpx.Timeout(connect=1, read=2, write=3, pool=4)
+
+
+@pytest.mark.parametrize("token", ["tok-with\nnewline-91", "tok-with-é-accent-91", "tok\x00nul-91", "tok\u202eflip-91"])
+def test_a_token_httpx_cannot_send_is_one_line_without_the_token(token: str) -> None:
+    with pytest.raises(Failed) as caught:
+        make_client("http://127.0.0.1:1", headers={"Authorization": f"token {token}"})
+    assert "Authorization header cannot be sent" in caught.value.message
+    assert "tok" not in caught.value.message.replace("the token", "")
+
+
+@pytest.mark.parametrize("url", ["http://\u0080host/x", "http://ho\x00st/x", "http://xn--zz/x"])
+async def test_a_url_httpx_refuses_is_one_line_and_never_contacted(url: str) -> None:
+    async with make_client() as client:
+        with pytest.raises(Failed, match="the request cannot be built"):
+            await send(client, "GET", url, what="probe")
+
+
+async def test_a_header_value_a_server_handed_us_cannot_split_a_request() -> None:
+    # e.g. a registry token service answering a "token" with a newline: refused, never retried.
+    async with served([JSONResponse({})]) as (url, hits), make_client(url) as client:
+        with pytest.raises(Failed, match="cannot be"):
+            await read(client, "GET", "/x", what="probe", headers={"Authorization": "Bearer a\r\nX-Evil: 1"})
+    assert hits == []

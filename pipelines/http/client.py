@@ -88,15 +88,25 @@ class Answer:
 def make_client(base_url: str = "", *, headers: Mapping[str, str] | None = None,
                 limits: Limits | None = None,
                 transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` hardened the one way: no redirects, no environment, explicit timeouts."""
-    return httpx.AsyncClient(
-        base_url=base_url,
-        headers=dict(headers or {}),
-        timeout=(limits or Limits()).timeout(),
-        follow_redirects=False,  # never carry a credential to another origin
-        trust_env=False,  # no proxy or netrc from the environment sees the token
-        transport=transport,
-    )
+    """An `httpx.AsyncClient` hardened the one way: no redirects, no environment, explicit timeouts.
+
+    A header value httpx cannot send (non-ASCII, say, in a token) is `Failed` naming only the header,
+    never its value."""
+    for name, value in (headers or {}).items():
+        if not (value.isascii() and value.isprintable()):  # a newline would also split the header
+            raise Failed(f"the {name} header cannot be sent: its value is not printable ASCII "
+                         "(check the token for stray characters)")
+    try:
+        return httpx.AsyncClient(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            timeout=(limits or Limits()).timeout(),
+            follow_redirects=False,  # never carry a credential to another origin
+            trust_env=False,  # no proxy or netrc from the environment sees the token
+            transport=transport,
+        )
+    except (httpx.InvalidURL, ValueError) as exc:  # UnicodeError and IDNA errors are ValueErrors
+        raise Failed(f"cannot build a client for {redact(base_url, limit=120)!r} ({type(exc).__name__})") from None
 
 
 def retry_after_seconds(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
@@ -169,10 +179,14 @@ async def send(client: httpx.AsyncClient, method: str, url: str, *, what: str,
         raise TimedOut(f"{what}: no complete answer from {where} within {lim.deadline:g}s") from None
     except httpx.TimeoutException as exc:
         raise TimedOut(f"{what}: {where} timed out ({type(exc).__name__})") from None
+    except httpx.LocalProtocolError as exc:  # our request cannot be sent as is: trying again will not help
+        raise Failed(f"{what}: the request to {where} cannot be sent ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
         raise Unreachable(f"{what}: cannot reach {where} ({type(exc).__name__})") from None
-    except httpx.HTTPError as exc:  # an invalid URL, a decoding error: not retryable
+    except httpx.HTTPError as exc:  # a decoding error, say: not retryable
         raise Failed(f"{what}: {type(exc).__name__}: {redact(str(exc), limit=160)}") from None
+    except (httpx.InvalidURL, ValueError) as exc:  # a URL, host or header httpx refuses (IDNA, non-ASCII)
+        raise Failed(f"{what}: the request cannot be built ({type(exc).__name__})") from None
 
 
 class _RetryableAnswer(Exception):
