@@ -306,7 +306,14 @@ async def run(settings: Settings, out: Output, only: tuple[str, ...] = ()) -> di
         raise Failed("zero tenants to verify (an empty fleet proves nothing)")
     out.info(f"verify: reading /buildinfo of {len(slugs)} tenant(s), expecting {settings.short_sha}")
     async with BuildinfoReader.for_settings(settings) as reader:
-        readings = await reader.read(slugs, settings.sha)
+        if settings.health_path:  # a tenant on the SHA whose health URL does not answer 2xx is not verified
+            from pipelines.watch import HealthCheckedReader  # it builds on this module
+
+            checked = HealthCheckedReader(reader, settings.tenant_url, settings.health_path,
+                                          timeout=request_timeout(settings))
+            readings = await checked.read(slugs, settings.sha)
+        else:
+            readings = await reader.read(slugs, settings.sha)
     for line in render_table(readings):
         out.info(line)
     report = drift_report(readings)

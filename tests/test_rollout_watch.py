@@ -229,3 +229,16 @@ def test_the_summary_names_the_approver() -> None:
     text = render({"ok": True, "exit_code": 0, "sha": "0" * 40,
                    "approval": {"approved": True, "approver": "alice", "waited_seconds": 3.5}})
     assert "**Approved by** `alice` after 3.5s" in text
+
+
+async def test_verify_with_a_health_path_names_the_unhealthy_tenant() -> None:
+    from pipelines.verify import run as verify
+
+    async with serve("unhealthy-after-deploy") as sb:
+        for tenant in sb.state.tenants.values():
+            tenant.sha = sb.state.deploy_sha
+        out = Output(json_mode=True, stream=io.StringIO(), stdout=io.StringIO())
+        plain = await verify(resolve("verify", {}, {}, overlay=sb.overlay), out)
+        with pytest.raises(FleetgateError, match=r"1 of 7 tenant\(s\) not on \w+: charlie"):
+            await verify(resolve("verify", {"health_path": "/healthz"}, {}, overlay=sb.overlay), out)
+    assert plain["ok"] is True
