@@ -37,7 +37,7 @@ from pipelines.gitea import GiteaClient
 from pipelines.lease import Lease
 from pipelines.ledger import Ledger, new_run_id
 from pipelines.notify import WAITING, Notice, approve_command, notify, notify_ending, run_url
-from pipelines.output import Output
+from pipelines.output import Output, cut_list
 from pipelines.settings import SHA_RE, Settings
 from pipelines.summary import write_step_summary
 from pipelines.verify import BuildinfoReader, Reading, drift_report, render_table, request_timeout
@@ -222,7 +222,7 @@ class Rollout:
         todo = [t for t in self.tenants if self.before[t].verdict != VERIFIED]
         self.skipped = [t for t in self.tenants if t not in todo]
         if self.skipped:
-            self.out.info(f"already on {s.sha[:12]}, skipped: {', '.join(self.skipped)}")
+            self.out.info(f"already on {s.sha[:12]}, skipped {len(self.skipped)}: {cut_list(self.skipped)}")
         if canary is not None and canary in self.skipped:
             self.out.ok(f"canary {canary} already reports {s.sha[:12]}: counts as verified")
         self.waves = plan_waves(todo, canary, s.batch_size)
@@ -341,8 +341,9 @@ class Rollout:
         watched = self._watched()
         self.ledger.record("soak", after=wave.label, seconds=s.soak_seconds, watched=len(watched),
                            interval=s.verify_interval, analysis=bool(s.analysis_query))
-        self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label}, re-reading {len(watched)} verified "
-                      f"tenant(s) every {s.verify_interval:g}s{' with the analysis' if s.analysis_query else ''}")
+        self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label} ({self._of(wave)}), re-reading "
+                      f"{len(watched)} verified tenant(s) every {s.verify_interval:g}s"
+                      f"{' with the analysis' if s.analysis_query else ''}")
 
         async def on_tick(tick: Tick) -> None:
             for slug, reading in tick.regressed.items():
@@ -353,7 +354,8 @@ class Rollout:
                 self.out.error(f"soak after {wave.label}: {tick.analysis_failure}")
                 await self._fail(f"soak after {wave.label}: {tick.analysis_failure}")
 
-        ticks = await self.watch.soak(s.soak_seconds, self._watched, on_tick)
+        with self.out.progress(f"soaking after {wave.label} ({self._of(wave)})", seconds=s.soak_seconds):
+            ticks = await self.watch.soak(s.soak_seconds, self._watched, on_tick)
         self.ledger.record("soak", after=wave.label, action="watched", ticks=ticks, stragglers=self.stragglers)
 
     async def _regressed(self, wave: Wave, slug: str, reading: Reading) -> None:
@@ -380,6 +382,10 @@ class Rollout:
                            seen=reading.seen, straggler=True)
         self.out.warn(f"soak: {why}: a straggler within the budget ({budget_left - 1} left)")
 
+    def _of(self, wave: Wave) -> str:
+        """`wave 4 of 20`: where this wave stands among the run's waves (the canary counts as one)."""
+        return f"{self.waves.index(wave) + 1} of {len(self.waves)}"
+
     async def _still_needed(self, slugs: list[str]) -> list[str]:
         readings = await self.reader.read(slugs, self.s.sha)
         return [slug for slug in slugs if readings[slug].verdict != VERIFIED]
@@ -389,13 +395,14 @@ class Rollout:
         kind = " (dry run)" if s.dry_run else ""
         self.ledger.record("wave_start", wave=wave.index, label=wave.label, canary=wave.canary,
                            slugs=wave.slugs, tag=s.target_tag, sha=s.sha, dry_run=s.dry_run)
-        self.out.info(f"{wave.label}{kind}: start — {', '.join(wave.slugs)}")
+        self.out.info(f"{wave.label}{kind}: start — {cut_list(wave.slugs)} ({self._of(wave)})")
         started = anyio.current_time()
         if not s.dry_run:
             self.changed.extend(wave.slugs)  # before the call: a failed call may still have changed them
         try:
-            answer: CPAnswer = await self.cp.redeploy_wave(s.target_tag, wave.slugs, dry_run=s.dry_run,
-                                                           still_needed=self._still_needed)
+            with self.out.progress(f"{wave.label} ({self._of(wave)}): CP call", seconds=s.cp_timeout):
+                answer: CPAnswer = await self.cp.redeploy_wave(s.target_tag, wave.slugs, dry_run=s.dry_run,
+                                                               still_needed=self._still_needed)
         except Failed as exc:
             self.ledger.record("cp_call", wave=wave.index, ok=False, error=exc.message, slugs=wave.slugs)
             wave.status = "failed"
@@ -413,8 +420,11 @@ class Rollout:
             wave.status = "dry-run"
             return
 
-        readings = await self.reader.wait_verified(wave.slugs, s.sha, timeout=s.verify_timeout,
-                                                   interval=s.verify_interval)
+        with self.out.progress(f"{wave.label} ({self._of(wave)}): verifying", total=len(wave.slugs),
+                               seconds=s.verify_timeout) as bar:
+            readings = await self.reader.wait_verified(wave.slugs, s.sha, timeout=s.verify_timeout,
+                                                       interval=s.verify_interval,
+                                                       on_progress=lambda n: bar.update(done=n))
         wave.readings = readings
         wave.seconds = anyio.current_time() - started
         unverified = [slug for slug in wave.slugs if readings[slug].verdict != VERIFIED]
@@ -442,7 +452,7 @@ class Rollout:
             self.out.warn(f"{wave.label}: verified except straggler(s) within budget: "
                           f"{', '.join(unverified)}")
         else:
-            self.out.ok(f"{wave.label}: verified — {', '.join(wave.slugs)} report {s.sha[:12]}")
+            self.out.ok(f"{wave.label}: verified — {cut_list(wave.slugs)} report {s.sha[:12]}")
 
     async def _final_verify(self) -> None:
         s = self.s

@@ -178,12 +178,16 @@ class BuildinfoReader:
 
     async def wait_verified(self, slugs: Sequence[str], sha: str, *,
                             timeout: float,  # noqa: ASYNC109 -- the agreed interface; a budget, not a cancel
-                            interval: float) -> dict[str, Reading]:
+                            interval: float,
+                            on_progress: Callable[[int], object] | None = None) -> dict[str, Reading]:
         """Read, then re-read the unverified every `interval` until all are verified or `timeout`
-        has passed since the start. Always reads at least once."""
+        has passed since the start. Always reads at least once. `on_progress(verified)` after each read
+        (the live "n of m verified" line)."""
         deadline = anyio.current_time() + timeout
         readings = await self.read(slugs, sha)
         while True:
+            if on_progress is not None:
+                on_progress(sum(1 for r in readings.values() if r.verified))
             pending = [slug for slug, r in readings.items() if not r.verified]
             remaining = deadline - anyio.current_time()
             if not pending or remaining <= 0:

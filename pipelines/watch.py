@@ -90,11 +90,14 @@ class HealthCheckedReader:
 
     async def wait_verified(self, slugs: Sequence[str], sha: str, *,
                             timeout: float,  # noqa: ASYNC109 -- the reader's interface; a budget, not a cancel
-                            interval: float) -> dict[str, Reading]:
+                            interval: float,
+                            on_progress: Callable[[int], object] | None = None) -> dict[str, Reading]:
         """As `BuildinfoReader.wait_verified`, with the health check part of "verified"."""
         deadline = anyio.current_time() + timeout
         readings = await self.read(slugs, sha)
         while True:
+            if on_progress is not None:  # the live "n of m verified" line
+                on_progress(sum(1 for r in readings.values() if r.verdict == VERIFIED))
             pending = [slug for slug, r in readings.items() if r.verdict != VERIFIED]
             remaining = deadline - anyio.current_time()
             if not pending or remaining <= 0:
