@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 from typing import Any
 
 import pytest
+from fakeclock import FakeClock
 from loopback import run_main
 
+import pipelines.gates
+import pipelines.output
 from pipelines.errors import Failed, UsageError
 from pipelines.gates import gitea_for_gates, judge, run, wait_gates
 from pipelines.gitea import CommitStatus, GiteaClient
@@ -21,6 +23,12 @@ from pipelines.settings import Settings, resolve
 
 pytestmark = pytest.mark.anyio
 TEST, LINT, SENTINEL = REQUIRED_CONTEXTS
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Gate waits and polls on virtual time (the reads themselves are real)."""
+    return FakeClock().install(monkeypatch, pipelines.gates, pipelines.output)
 
 
 def settings_for(sb: Sandbox, **changes: Any) -> Settings:
@@ -72,14 +80,12 @@ async def test_sentinel_green_does_not_cover_a_red_concrete_context() -> None:
     ("gate-failure", "failure"), ("gate-error", "error"), ("gate-warning", "warning"),
     ("gate-skipped", "skipped"), ("gate-cancelled", "cancelled"),
 ])
-async def test_each_failing_state_fails_at_once(scenario: str, state: str) -> None:
+async def test_each_failing_state_fails_at_once(scenario: str, state: str, clock: FakeClock) -> None:
     async with serve(scenario) as sb:
-        started = time.monotonic()
         with pytest.raises(Failed, match=re.escape(f"{TEST!r} failed: {state}")):
             await gates(sb, gate_timeout=30.0)
         reads = sb.state.status_reads[sb.state.deploy_sha]
-    assert time.monotonic() - started < 5.0
-    assert reads == 1  # no waiting on a state that can never become success
+    assert (reads, clock.slept) == (1, [])  # no waiting on a state that can never become success
 
 
 @pytest.mark.parametrize("state", ["canceled", "CANCELLED", "neutral-ish"])
@@ -108,36 +114,35 @@ async def test_pending_then_success_prints_one_line_per_change() -> None:
         [f"gate {c!r}: pending → success" for c in REQUIRED_CONTEXTS]
 
 
-async def test_missing_context_times_out_naming_it() -> None:
+async def test_missing_context_times_out_naming_it(clock: FakeClock) -> None:
     async with serve("gate-missing") as sb:
-        started = time.monotonic()
         with pytest.raises(Failed) as info:
-            await gates(sb, gate_timeout=0.4, poll_interval=0.05)
-        elapsed = time.monotonic() - started
+            await gates(sb, gate_timeout=40.0, poll_interval=15.0)
         reads = sb.state.status_reads[sb.state.deploy_sha]
-    assert "timed out after 0.4s" in info.value.message
+    assert "timed out after 40s" in info.value.message
     assert f"{SENTINEL} (absent)" in info.value.message
     assert TEST not in info.value.message  # only what was still missing
-    assert 0.4 <= elapsed < 1.5
-    assert reads >= 3  # it polled, at the interval
+    assert clock.slept == [15.0, 15.0, 10.0]  # at the interval, the last wait cut to the deadline
+    assert clock.elapsed == 40.0
+    assert reads >= 3  # one per poll (a last read at the deadline itself may be skipped)
 
 
-async def test_a_hung_gitea_cannot_outlive_the_gate_deadline() -> None:
+async def test_a_hung_gitea_cannot_outlive_the_gate_deadline(clock: FakeClock) -> None:
     async with serve("gates-pending") as sb:
-        settings = settings_for(sb, gate_timeout=0.5, poll_interval=0.05)
+        # One poll on the fake clock leaves 0.05 s of the deadline: that is all a hung read may take.
+        settings = settings_for(sb, gate_timeout=15.05, poll_interval=15.0)
         out, _ = quiet()
 
         class SlowsDown(GiteaClient):
             async def combined_status(self, sha: str) -> dict[str, CommitStatus]:
                 answer = await super().combined_status(sha)
-                sb.state.gitea_faults.latency = 30.0  # every later read hangs
+                sb.state.gitea_faults.latency = 3600.0  # every later read hangs
                 return answer
 
-        started = time.monotonic()
         async with SlowsDown(settings.gitea_url, settings.repo, settings.gitea_token) as gitea:
             with pytest.raises(Failed, match="did not finish in time"):
                 await wait_gates(settings, gitea, out)
-        assert time.monotonic() - started < 1.5
+        assert clock.elapsed == pytest.approx(15.05)  # the hung read was cut off; nothing waited it out
 
 
 async def test_a_zero_timeout_still_gets_one_look() -> None:

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -54,10 +54,9 @@ async def buildinfo(sb: Sandbox, slug: str) -> httpx.Response:
 
 
 @pytest.mark.anyio
-async def test_serve_starts_fast_on_three_loopback_origins_and_stops_cleanly() -> None:
-    started = time.monotonic()
+async def test_serve_starts_on_three_loopback_origins_and_stops_cleanly() -> None:
+    # How fast it starts is a speed goal (bench/), not an assertion here.
     async with serve("happy") as sb:
-        elapsed = time.monotonic() - started
         origins = {sb.gitea_url, sb.cp_url, sb.tenant_url_template.split("/tenants")[0]}
         assert len(origins) == 3
         assert all(o.startswith("http://127.0.0.1:") for o in origins)
@@ -65,33 +64,32 @@ async def test_serve_starts_fast_on_three_loopback_origins_and_stops_cleanly() -
             assert (await client.get("/api/v1/repos/acme/fleet/branches/main")).status_code == 200
         assert (await buildinfo(sb, "alpha")).status_code == 200
         port = int(sb.gitea_url.rsplit(":", 1)[1])
-    assert elapsed < 0.5
-    stopped = time.monotonic()
-    with pytest.raises(httpx.ConnectError):
-        async with httpx.AsyncClient(timeout=1.0) as client:
+    with pytest.raises(httpx.ConnectError):  # refused at once: nothing listens any more
+        async with httpx.AsyncClient(timeout=60.0) as client:
             await client.get(f"http://127.0.0.1:{port}/")
-    assert time.monotonic() - stopped < 0.5
 
 
 @pytest.mark.anyio
 async def test_shutdown_does_not_wait_for_a_scripted_slow_answer() -> None:
     async with serve("happy") as sb:
-        sb.state.tenants["alpha"].buildinfo = "slow"  # 30 s unless cut short
+        sb.state.tenants["alpha"].buildinfo = "slow"  # its pause never ends unless cut short
         in_flight = anyio.Event()
-        pause = sb.state.pause
+        cut_short: list[bool] = []
 
-        async def noted_pause(seconds: float) -> None:
+        async def endless_pause(seconds: float) -> None:
             in_flight.set()
-            await pause(seconds)
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                cut_short.append(True)
+                raise
 
-        sb.state.pause = noted_pause  # type: ignore[method-assign]
+        sb.state.pause = endless_pause  # type: ignore[method-assign]
         async with anyio.create_task_group() as tg:
             tg.start_soon(buildinfo, sb, "alpha")
-            with anyio.fail_after(2):
-                await in_flight.wait()
+            await in_flight.wait()
             tg.cancel_scope.cancel()
-        began = time.monotonic()
-    assert time.monotonic() - began < 1.5
+    assert cut_short == [True]  # shutdown cancelled the answer instead of waiting for it
 
 
 @pytest.mark.anyio
@@ -368,11 +366,24 @@ async def test_wave_answers_when_its_slowest_tenant_is_done() -> None:
     async with serve("happy") as sb, cp(sb) as client:
         for slug, latency in (("alpha", 0.3), ("bravo", 0.5), ("charlie", 0.4)):
             sb.state.tenants[slug].latency = latency
+        asked: list[float] = []
+        active, peak = 0, 0
+
+        async def counted_pause(seconds: float) -> None:  # no real waiting: how many wait at once
+            nonlocal active, peak
+            asked.append(seconds)
+            active += 1
+            peak = max(peak, active)
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            active -= 1
+
+        sb.state.pause = counted_pause  # type: ignore[method-assign]
         answer = (await client.post(REDEPLOY, json=wave(sb, ["alpha", "bravo", "charlie"]))).json()
     call = sb.state.cp_calls[-1]
     assert call.end is not None
-    took = call.end - call.start
-    assert 0.5 <= took < 1.0  # concurrent: the slowest (0.5), not the sum (1.2)
+    assert sorted(a for a in asked if a) == [0.3, 0.4, 0.5]
+    assert peak == 3  # concurrent: the wave takes its slowest tenant's time, not the sum
     assert answer["ok"] is True
     assert [r["slug"] for r in answer["results"]] == ["alpha", "bravo", "charlie"]
     for row in answer["results"]:
