@@ -37,6 +37,7 @@ async def run_with_settings(verb: str, func: VerbFunc, params: dict[str, Any], e
             sb = await stack.enter_async_context(serve(scenario))
             out.info(f"sandbox: scenario {scenario!r} on {sb.base_url}")
             settings = resolve(verb, flags, env, config, source, overlay=sb.overlay)
+            sb.confine(settings)  # e.g. promote: the sandbox's registry only
             from pipelines.sandbox.scenarios import seed_ledger
 
             seed_ledger(sb.state, settings.ledger)  # a scenario's past runs (e.g. lease-interrupted)

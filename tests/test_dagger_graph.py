@@ -232,9 +232,11 @@ def test_run_self_test_runs_every_command_and_returns_the_first_failure(
 
     from pipelines.selftest import commands, run_self_test
 
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "fleetgate"\n', encoding="utf-8")
+    (tmp_path / "tests").mkdir()  # a checkout, as far as self-test looks
     failing = [sys.executable, "-c", "raise SystemExit(3)"]
     marker = [sys.executable, "-c", "open('second-ran', 'w').close()"]
-    assert run_self_test(tmp_path, run=[failing, marker]) == 3
+    assert run_self_test(tmp_path, run=[failing, marker]) == 1  # the runner's 3 is fleetgate's "failed"
     assert (tmp_path / "second-ran").exists()  # a failing test run does not hide the lint result
     assert "exited 3" in capsys.readouterr().err
     assert run_self_test(tmp_path, run=[marker]) == 0

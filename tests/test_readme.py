@@ -45,3 +45,19 @@ def test_the_test_command_installs_the_system_packages_first() -> None:
 def test_settings_table_in_readme_is_generated_from_the_table() -> None:
     assert BEGIN in README and END in README
     assert embed(README) == README, "README settings table is stale: run python -m pipelines.docs --write README.md"
+
+
+def test_the_verbs_readme_says_take_sandbox_do_and_the_others_do_not() -> None:
+    import click
+
+    from pipelines.cli import cli
+
+    ctx = click.Context(cli)
+    commands = {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+    claim = re.search(r"Every verb but ((?:`[a-z-]+`(?:, | and )?)+) takes `--sandbox`", README)
+    assert claim is not None
+    without = set(re.findall(r"`([a-z-]+)`", claim.group(1)))
+    taking = {name for name, command in commands.items()
+              if command is not None and any("--sandbox" in getattr(p, "opts", ()) for p in command.params)}
+    assert without == set(commands) - taking
+    assert taking and without

@@ -161,7 +161,22 @@ def test_cli_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         assert sandbox_main("happy", port=port) == 1  # Gitea's port is taken
         assert sandbox_main("happy", port=port - 1) == 1  # the CP's (N+1) is taken
+        assert sandbox_main("happy", port=port - 3) == 1  # the registry's (N+3) is taken
     assert "cannot listen" in capsys.readouterr().err
+    assert sandbox_main("happy", port=65533) == 2  # N+3 would be past 65535
+
+
+@pytest.mark.anyio
+async def test_the_banner_counts_the_tenants_it_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.sandbox.cli import announce
+
+    async with serve("happy", tenants=200) as sb:
+        announce(sb, "happy")
+    captured = capsys.readouterr()
+    assert "scenario 'happy', 200 tenants:" in captured.err and "(200 tenants)" in captured.err
+    assert "seven" not in captured.err
+    assert f"registry       {sb.registry_url}" in captured.err
+    assert f"export FLEETGATE_IMAGE={sb.image}" in captured.out.splitlines()
 
 
 def test_cli_serves_until_interrupted_and_prints_the_env() -> None:

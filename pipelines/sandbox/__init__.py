@@ -4,8 +4,9 @@
         settings = resolve("deploy-production", {}, {}, overlay=sb.overlay)
         sb.state.tenants["alpha"].stuck = True   # shape the world while it runs
 
-Three origins on three ports (Gitea, CP, tenants), so a token leaking to the wrong origin shows up
-in `sb.state.requests`. Sockets are bound before the apps start, so the URLs work at once.
+Four origins on four ports (Gitea, CP, tenants, an OCI registry for `promote`), so a token leaking to
+the wrong origin shows up in `sb.state.requests`. Sockets are bound before the apps start, so the URLs
+work at once.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
 
+from pipelines.errors import UsageError
 from pipelines.redact import Secret
-from pipelines.sandbox import cp_app, gitea_app, tenants_app
+from pipelines.sandbox import cp_app, gitea_app, registry_app, tenants_app
 from pipelines.sandbox.world import RequestRecord, World
 
 if TYPE_CHECKING:
@@ -38,6 +41,13 @@ class Sandbox:
     cp_url: str
     tenant_url_template: str
     state: World
+    registry_url: str = ""
+    registry: registry_app.Registry = field(default_factory=registry_app.Registry)
+
+    @property
+    def image(self) -> str:
+        """The sandbox's image repository, as `--image` takes it (a loopback host: spoken to over http)."""
+        return f"{self.registry_url.removeprefix('http://')}/{registry_app.REPOSITORY}"
 
     @property
     def base_url(self) -> str:
@@ -48,7 +58,19 @@ class Sandbox:
         """Settings overlay pointing fleetgate at this sandbox (flags still win over it)."""
         from pipelines.sandbox.scenarios import overlay
 
-        return overlay(self.state, self.gitea_url, self.cp_url, self.tenant_url_template)
+        return {**overlay(self.state, self.gitea_url, self.cp_url, self.tenant_url_template), "image": self.image}
+
+    def confine(self, settings: Any) -> None:
+        """Refuse (exit 2) an image outside this sandbox: promote never writes to a real registry on
+        sandbox evidence. Flags win over the sandbox's settings, so `--image` is where one would come from."""
+        image = getattr(settings, "image", None)
+        if not image or image == self.image:
+            return
+        netloc = self.registry_url.removeprefix("http://")
+        if image.removeprefix("http://").split("/", 1)[0] == netloc:
+            return  # another repository in the sandbox's own registry
+        raise UsageError(f"--image {image}: outside the sandbox; with --sandbox, promote writes only to the "
+                         f"sandbox's registry ({self.image}): drop --image")
 
     def env(self) -> dict[str, str]:
         """The overlay as environment variables (sandbox-only tokens: fine to print), named by the
@@ -107,35 +129,40 @@ class _Server(uvicorn.Server):
 
 @asynccontextmanager
 async def serve(scenario: str | Scenario = "happy", *, tenants: int | None = None,
-                ports: tuple[int, int, int] = (0, 0, 0)) -> AsyncIterator[Sandbox]:
-    """Serve a fresh world shaped by `scenario` (a name or a Scenario) on three loopback ports.
+                ports: tuple[int, int, int] = (0, 0, 0), registry_port: int = 0) -> AsyncIterator[Sandbox]:
+    """Serve a fresh world shaped by `scenario` (a name or a Scenario) on four loopback ports.
 
-    `ports` (Gitea, CP, tenants): 0 picks a free port. An unknown scenario name raises KeyError.
+    `ports` (Gitea, CP, tenants) and `registry_port`: 0 picks a free port. An unknown scenario name
+    raises KeyError.
     """
     from pipelines.sandbox.scenarios import build_world
 
     world = build_world(scenario, tenants=tenants)
     sockets: list[socket.socket] = []
     try:
-        for port in ports:
+        for port in (*ports, registry_port):
             sockets.append(_bind(port))
     except OSError:
         for s in sockets:
             s.close()
         raise
     urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    world.gitea_url, world.cp_url, world.tenants_url = urls
-    apps = [gitea_app.build_app(world), cp_app.build_app(world), tenants_app.build_app(world)]
+    world.gitea_url, world.cp_url, world.tenants_url, registry_url = urls
+    running = Counter(world.tenant_shas().values()).most_common(1)  # `latest` is what the fleet runs
+    registry = registry_app.seeded(list(world.commits), latest=running[0][0] if running else None)
+    apps = [gitea_app.build_app(world), cp_app.build_app(world), tenants_app.build_app(world),
+            registry_app.build_app(registry)]
     servers: list[_Server] = []
     try:
-        for app, sock, service in zip(apps, sockets, ("gitea", "cp", "tenants"), strict=True):
+        for app, sock, service in zip(apps, sockets, ("gitea", "cp", "tenants", "registry"), strict=True):
             config = uvicorn.Config(_recorded(app, world, service), log_config=None, log_level="warning",
                                     access_log=False, lifespan="off", timeout_graceful_shutdown=1)
             server = _Server(config)
             await server.start(sock)
             servers.append(server)
         yield Sandbox(gitea_url=world.gitea_url, cp_url=world.cp_url,
-                      tenant_url_template=world.tenants_url + "/tenants/{slug}", state=world)
+                      tenant_url_template=world.tenants_url + "/tenants/{slug}", state=world,
+                      registry_url=registry_url, registry=registry)
     finally:
         world.close()  # scripted-slow answers return now
         with anyio.CancelScope(shield=True):

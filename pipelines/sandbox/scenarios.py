@@ -293,7 +293,7 @@ def _errors_after_deploy(w: World) -> None:
 
 
 _ALL: list[Scenario] = [
-    Scenario("happy", "all gates green, seven tenants on the previous release; a clean deploy",
+    Scenario("happy", "all gates green, the whole fleet on the previous release; a clean deploy",
              lambda w: None),
     Scenario("gates-pending", "required contexts pending for the first 3 reads, then success",
              _gates_pending),
@@ -398,7 +398,10 @@ def overlay(w: World, gitea_url: str, cp_url: str, tenant_url_template: str) -> 
 
 def placeholder_overlay() -> dict[str, Any]:
     """Overlay-shaped valid values, to validate settings before the sandbox starts."""
-    return overlay(base_world(0), "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3/tenants/{slug}")
+    from pipelines.sandbox.registry_app import REPOSITORY
+
+    return {**overlay(base_world(0), "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3/tenants/{slug}"),
+            "image": f"127.0.0.1:4/{REPOSITORY}"}
 
 
 def describe() -> str:
