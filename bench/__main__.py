@@ -270,10 +270,12 @@ def table(m: dict[str, Any], rows: dict[str, Any]) -> str:
              f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after ({m['seconds']:.0f} s).", "",
              "| measurement | ratio | goal |", "|---|---|---|"]
     for r in rows["verify"]:
-        lines.append(f"| {r['name']}: beyond start-up / ideal ceil(N/C)·L | {fmt(r['vs_ideal'])} | ≤ 1.3× |")
+        at_goal = r["name"].startswith("verify N=1,000,")  # the goals are set at 1,000 tenants
+        lines.append(f"| {r['name']}: beyond start-up / ideal ceil(N/C)·L | {fmt(r['vs_ideal'])} | "
+                     f"{'≤ 1.3×' if at_goal else '—'} |")
         if r.get("curl_over_verify"):
-            lines.append(f"| {r['name']}: sequential `curl --retry 3` loop / `fleetgate verify` | "
-                         f"{fmt(r['curl_over_verify'])} | ≥ 30× |")
+            lines.append(f"| {r['name']}: sequential `curl --retry 3` loop / `fleetgate verify` (whole processes) | "
+                         f"{fmt(r['curl_over_verify'])} | {'≥ 30×' if at_goal else '—'} |")
     for r in rows["engines"]:
         lines.append(f"| {r['name']}: wall / ideal | {fmt(r['vs_ideal'])} | (engine choice) |")
     t = rows["tls"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import random
 import ssl
 import sys
 import tempfile
@@ -127,8 +126,10 @@ async def rollout(args: argparse.Namespace) -> dict[str, Any]:
         for tenant in sb.state.tenants.values():
             tenant.latency = args.wave_latency  # every tenant of a wave takes this long: the CP's wave time
         with tempfile.TemporaryDirectory() as tmp:
+            # --verify-interval at its production default (the sandbox rehearses with 0.1 s): it is also
+            # the soak watch's tick, so each soak ends with one re-read of every verified tenant
             flags = {"batch_size": str(args.batch), "soak_seconds": str(args.soak),
-                     "ledger": str(Path(tmp) / "ledger.jsonl"), "verify_interval": "0.05"}
+                     "ledger": str(Path(tmp) / "ledger.jsonl"), "verify_interval": "5"}
             settings = resolve("rollout", flags, {}, overlay=sb.overlay)
             out = Output(json_mode=True, stream=io.StringIO(), stdout=io.StringIO())
             start = time.perf_counter()
@@ -137,9 +138,9 @@ async def rollout(args: argparse.Namespace) -> dict[str, Any]:
             ledger = [json.loads(line) for line in (Path(tmp) / "ledger.jsonl").read_text().splitlines()]
         calls = [c for c in sb.state.cp_calls if c.body and not c.body.get("dry_run")]
         cp_time = sum((c.end or c.start) - c.start for c in calls)
-        soaks = sum(1 for e in ledger if e["event"] == "soak")
+        soaks = [e for e in ledger if e["event"] == "soak" and "seconds" in e]  # one per soak, at its start
     return {"wall": wall, "exit_code": result.get("exit_code"), "waves": len(calls), "cp_time": cp_time,
-            "soaks": soaks, "soak_time": soaks * args.soak, "tenants": args.tenants}
+            "soaks": len(soaks), "soak_time": sum(e["seconds"] for e in soaks), "tenants": args.tenants}
 
 
 # ------------------------------------------------------------------ gate detection latency
@@ -151,11 +152,10 @@ async def gates(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.sandbox import serve
     from pipelines.settings import resolve
 
-    rng = random.Random(7)
     latencies: list[float] = []
     polls_per_trial: list[int] = []
     pages_per_poll: list[float] = []
-    for _ in range(args.trials):
+    for k in range(args.trials):
         async with serve("happy") as sb:
             w = sb.state
             last = w.required_contexts[-1]
@@ -163,12 +163,17 @@ async def gates(args: argparse.Namespace) -> dict[str, Any]:
             settings = resolve("wait-gates", {"poll_interval": str(args.interval), "gate_timeout": "60"}, {},
                                overlay=sb.overlay)
             out = Output(json_mode=True, stream=io.StringIO(), stdout=io.StringIO())
-            flip_after = args.interval * (1 + rng.random() * 2)  # somewhere within the 2nd-3rd interval
+            # The flip lands at a known phase after a poll, spread evenly over the interval across the
+            # trials (stratified, not random): the median is then the interval's half plus what
+            # fleetgate itself adds, which is what the goal bounds.
+            phase = (k + 0.5) / args.trials * args.interval
             flipped_at: list[float] = []
 
-            async def flip(w: Any = w, last: str = last, flip_after: float = flip_after,
+            async def flip(w: Any = w, last: str = last, phase: float = phase,
                            flipped_at: list[float] = flipped_at) -> None:
-                await anyio.sleep(flip_after)
+                while w.status_reads.get(w.deploy_sha, 0) < 2:  # noqa: ASYNC110 -- the world has no event for a read
+                    await anyio.sleep(0.002)
+                await anyio.sleep(phase)
                 w.set_status(w.deploy_sha, last, "success")
                 flipped_at.append(time.perf_counter())
 

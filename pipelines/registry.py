@@ -422,12 +422,12 @@ async def rollout_evidence(settings: Settings, out: Output) -> dict[str, Any]:
         raise Failed(f"refusing to promote: {ledger_note}, and no --cp-token (CP_ADMIN_API_TOKEN) for a live "
                      "verify of the fleet")
     out.info(f"{ledger_note}; verifying the whole fleet live")
-    from pipelines.verify import BuildinfoReader, list_fleet, request_timeout
+    from pipelines.verify import BuildinfoReader, list_fleet
 
     slugs = await list_fleet(settings)
     if not slugs:
         raise Failed(f"refusing to promote: {ledger_note}, and the CP lists no tenants to verify")
-    reader = BuildinfoReader(settings.tenant_url, timeout=request_timeout(settings))
+    reader = BuildinfoReader.for_settings(settings)
     readings = await reader.read(slugs, settings.sha)
     unverified = sorted(slug for slug in slugs if not readings[slug].verified)
     if unverified:

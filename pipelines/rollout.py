@@ -159,7 +159,7 @@ class Rollout:
             self.gitea = await stack.enter_async_context(GiteaClient.for_settings(s))
             self.cp = await stack.enter_async_context(CPClient(
                 s.cp_url, s.cp_token, read_timeout=s.cp_timeout, retry_backoff=s.cp_retry_backoff))
-            self.reader = BuildinfoReader(s.tenant_url, timeout=request_timeout(s))
+            self.reader = await stack.enter_async_context(BuildinfoReader.for_settings(s))  # one session per run
             if s.health_path:  # wherever /buildinfo is read, the health URL must answer 2xx too
                 self.reader = HealthCheckedReader(self.reader, s.tenant_url, s.health_path,
                                                   timeout=request_timeout(s))

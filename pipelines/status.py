@@ -21,7 +21,7 @@ from pipelines.leasecmd import describe_lease, lease_facts
 from pipelines.output import Output, cut_list
 from pipelines.report.runs import find_run
 from pipelines.settings import SHA_RE, Settings
-from pipelines.verify import BuildinfoReader, drift_report, request_timeout
+from pipelines.verify import BuildinfoReader, drift_report
 
 
 def describe_last_run(last: dict[str, Any] | None) -> str:
@@ -43,7 +43,7 @@ async def fleet_by_sha(settings: Settings, head: str) -> dict[str, Any]:
     async with CPClient(settings.cp_url, settings.cp_token, read_timeout=settings.cp_timeout,
                         retry_backoff=settings.cp_retry_backoff) as cp:
         slugs = await cp.list_tenants(tag)
-    readings = await BuildinfoReader(settings.tenant_url, timeout=request_timeout(settings)).read(slugs, None)
+    readings = await BuildinfoReader.for_settings(settings).read(slugs, None)
     report = drift_report(readings)
     by_sha: dict[str, list[str]] = {}
     for slug, reading in sorted(readings.items()):
