@@ -54,6 +54,7 @@ def test_text_and_markdown_tell_the_run_from_its_own_facts(monkeypatch: pytest.M
     code, text, _ = report(monkeypatch, capsys)
     assert code == 0
     assert f"run {record.run_id}" in text and "canary 0: verified 1/1" in text
+    assert "canary: CP call ok" in text  # the CP call named by its wave's label
     assert "stragglers: delta" in text  # the 4th tenant, as the run recorded it
     code, md, _ = report(monkeypatch, capsys, "--format", "md", "--run", record.run_id[:10])
     assert code == 0 and md == render_summary(summary_result(record))  # what the step summary holds
@@ -187,3 +188,26 @@ def test_the_html_report_renders_in_chromium(monkeypatch: pytest.MonkeyPatch, ca
         assert f'class="lane">{label}</text>' in dom, label
     assert 'id="outcome"' in dom and "exit 0" in dom
     shutil.copy(shot, Path(tempfile.gettempdir()) / "fleetgate-report-screenshot.png")  # for a human to look at
+
+
+def test_the_timeline_draws_soaks_once_and_marks_a_regression(tmp_path: Path) -> None:
+    from pipelines.report.model import timeline
+
+    ledger = Ledger(tmp_path / "l.jsonl", "run-s")
+    ledger.record("plan", verb="rollout")
+    ledger.record("wave_start", wave=0, label="canary", canary=True, slugs=["alpha"])
+    ledger.record("cp_call", wave=0, ok=True)
+    ledger.record("wave_verified", wave=0, label="canary", slugs=["alpha"], stragglers=[])
+    ledger.record("approval", action="waiting", context="fleetgate/approve")
+    ledger.record("approval", action="approved", context="fleetgate/approve")
+    ledger.record("soak", after="canary", seconds=60)
+    ledger.record("soak", after="canary", action="regressed", slug="alpha", verdict="stale")
+    ledger.record("soak", after="canary", action="watched", ticks=3)
+    ledger.record("done", exit_code=1, outcome="failed")
+    record = find_run(tmp_path / "l.jsonl")
+    assert record is not None
+    line = timeline(record)
+    assert [s.label for s in line.spans if s.lane == "soak"] == ["soak after canary (60s)"]
+    assert [m.label for m in line.marks if m.lane == "soak"] == ["alpha regressed"]
+    assert [s.lane for s in line.spans if s.label == "approval wait"] == ["approval"]
+    assert [s.label for s in line.spans if s.lane == "canary"] == ["CP call ok", "verified"]

@@ -152,6 +152,12 @@ def timeline(record: RunRecord) -> Timeline:
         else:
             line.spans.append(Span(lane, cp_at, line.duration, "wait", "verifying (no end recorded)"))
     for soak in record.of("soak"):
+        soak_action = soak.get("action")
+        if soak_action == "regressed":  # a verified tenant fell back during the watch
+            line.marks.append(Mark(line.lane("soak"), at(soak), "fail", f"{soak.get('slug')} regressed"))
+            continue
+        if soak_action is not None:  # the watch's closing record ("watched"): the span is drawn from its start
+            continue
         seconds = soak.get("seconds")
         length = float(seconds) if isinstance(seconds, int | float) else 0.0
         start = at(soak)
@@ -174,4 +180,10 @@ def events_table(record: RunRecord) -> list[tuple[float, str]]:
     """Every event as (seconds since start, phrase)."""
     times = [_seconds(e.get("ts")) for e in record.events]
     t0 = min((t for t in times if t is not None), default=0.0)
-    return [((t - t0) if t is not None else 0.0, describe_event(e)) for t, e in zip(times, record.events, strict=True)]
+    labels = {e.get("wave"): e.get("label") for e in record.of("wave_start")}  # cp_call names only its index
+
+    def named(e: dict[str, Any]) -> dict[str, Any]:
+        return {**e, "label": labels.get(e.get("wave"))} if e.get("event") == "cp_call" and not e.get("label") else e
+
+    return [((t - t0) if t is not None else 0.0, describe_event(named(e)))
+            for t, e in zip(times, record.events, strict=True)]

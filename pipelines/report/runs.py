@@ -123,7 +123,12 @@ def describe_event(event: Mapping[str, Any]) -> str:
     if name == "wave_failed":
         return f"{label} failed"
     if name == "soak":
-        return f"soak after {_text(event.get('after'))}"
+        action = _text(event.get("action"))
+        if action == "regressed":
+            return f"soak after {_text(event.get('after'))}: {_text(event.get('slug'))} regressed"
+        return f"soak after {_text(event.get('after'))}" + (f" {action}" if action else "")
+    if name == "approval":
+        return f"approval {_text(event.get('action'))}"
     if name == "halt":
         return f"halted: {_text(event.get('reason'))}"
     if name == "gate":
