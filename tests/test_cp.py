@@ -290,7 +290,7 @@ async def test_a_wave_that_outlives_the_read_timeout_is_retried_then_fails() -> 
         elapsed = anyio.current_time() - start
         tg.cancel_scope.cancel()
     assert len(connections) == 4
-    assert 0.4 <= elapsed < 3.0  # four read timeouts of 0.1 s, not the 10 s connect/write budget
+    assert elapsed >= 0.4  # four read timeouts of 0.1 s (which budget ran out: the ReadTimeout above)
 
 
 # ------------------------------------------------------------ over the sandbox's CP (real loopback sockets)
