@@ -45,11 +45,12 @@ async def test_the_registry_serves_each_commits_image_and_latest_on_the_fleets_s
         assert (await client.get("/v2/acme/app/blobs/sha256:" + "0" * 64)).status_code == 404
 
 
-async def test_promote_re_points_latest_in_the_sandbox_registry_on_a_verified_fleet() -> None:
+async def test_promote_re_points_latest_in_the_sandbox_registry_on_a_verified_fleet(tmp_path: Path) -> None:
     async with serve("happy") as sb:
         for tenant in sb.state.tenants.values():
             tenant.sha = sb.state.deploy_sha  # the fleet is verified live: evidence without a ledger
-        settings = resolve("promote", {}, {}, overlay=sb.overlay)
+        # No ledger at all (a rehearsal ledger left in the working directory must not count here).
+        settings = resolve("promote", {}, {}, overlay=sb.overlay).with_(ledger=str(tmp_path / "none.jsonl"))
         assert settings.image == f"{sb.registry_url.removeprefix('http://')}/{REPOSITORY}"
         result = await promote(settings, quiet())
         staging = sb.registry.tag_digest(f"staging-{sb.state.deploy_sha[:7]}")
