@@ -563,7 +563,10 @@ def normalise_url(text: str, where: str) -> str:
     raw = text.strip()
     if any(c < " " or c == "\x7f" or c.isspace() for c in raw):
         raise UsageError(f"{where}: control characters or spaces in a URL are not allowed")
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise UsageError(f"{where}: not a valid URL: {raw[:100]!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{where}: expected an http(s) URL, got {raw[:100]!r}")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:

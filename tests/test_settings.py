@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipelines.errors import UsageError
 from pipelines.redact import Secret
@@ -262,6 +264,7 @@ def test_an_unwritable_ledger_is_a_usage_error_before_anything_runs(ledger: str,
     ({"tenant_url_template": "https://fleet.example.com/t/{slug}/.."}, "dot segment"),
     ({"tenant_url_template": "https://fleet.example.com/t/{slug}/%2e%2E"}, "dot segment"),
     ({"gitea_url": "https://git.example.com/a/../b"}, "dot segment"),
+    ({"gitea_url": "https://[/api"}, "not a valid URL"),
     ({"tenant_url_template": "https://fleet.example.com/t-{slug}"}, "whole path segment"),
     ({"tenant_url_template": "https://{slug}.exa\u200bmple.com"}, "not a valid host name"),
 ])
@@ -339,3 +342,59 @@ def test_one_grammar_for_sha_image_and_tag_template(name: str, value: str, needl
         check_value(name, value)
     with pytest.raises(UsageError, match=re.escape(needle)):
         plan(**{name: value}) if name != "image" else resolve("promote", {**BASE, "image": value}, {})
+
+
+# ---------------------------------------------------------------- what the table accepts, httpx sends
+
+
+HOST_CHARS = st.sampled_from([*"abcz09-._%{}", "\u00e9", "\u00fc", "\u200b", "\u202e", "\x00", "\n", " ", "\t",
+                              "\u0301", "xn--", ":", "@", "[", "]"])
+
+
+@given(host=st.lists(HOST_CHARS, min_size=1, max_size=12).map("".join))
+def test_a_url_the_table_accepts_is_one_httpx_sends_unchanged_in_host(host: str) -> None:
+    import httpx
+
+    url = f"https://{host}/api"
+    try:
+        accepted = plan(gitea_url=url).gitea_url
+    except UsageError as exc:
+        assert "\n" not in exc.message
+        return
+    request = httpx.Request("GET", accepted)  # would raise for what httpx refuses
+    assert request.url.host and all(c.isascii() and c.isprintable() for c in str(request.url))
+
+
+TOKEN_CHARS = st.characters(min_codepoint=0, max_codepoint=0x3000)
+
+
+@given(token=st.text(TOKEN_CHARS, min_size=1, max_size=24))
+def test_a_token_the_table_accepts_is_a_header_httpx_sends_and_a_refused_one_is_never_shown(token: str) -> None:
+    import httpx
+
+    try:
+        secret = resolve("plan", BASE, {"GITEA_TOKEN": token}).gitea_token
+    except UsageError as exc:
+        assert token.strip() not in exc.message or len(token.strip()) < 3
+        return
+    if secret is None:
+        assert not token.strip()
+        return
+    headers = {"Authorization": f"token {secret.reveal()}"}
+    request = httpx.Request("GET", "https://git.example.com/api/v1", headers=headers)
+    assert request.headers["Authorization"] == f"token {token.strip()}"
+
+
+@given(template=st.tuples(st.sampled_from(["https://", "http://"]),
+                          st.lists(st.sampled_from(["{slug}", "{{slug}}", "fleet", ".", "-", "/", "..", "%2e", "t",
+                                                    "example.com", "{slug}."]), min_size=1, max_size=6))
+       .map(lambda parts: parts[0] + "".join(parts[1])))
+def test_an_accepted_tenant_template_gives_every_tenant_its_own_url(template: str) -> None:
+    import httpx
+
+    try:
+        s = plan(tenant_url_template=template)
+    except UsageError:
+        return
+    urls = {str(httpx.URL(s.tenant_url(slug))) for slug in ("alpha", "bravo", "charlie")}
+    assert len(urls) == 3, template
