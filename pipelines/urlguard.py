@@ -46,9 +46,10 @@ def check_host(hostname: str, where: str) -> None:
     except ValueError:
         pass
     try:
-        # As httpx encodes a host (IDNA 2008, no mapping: a zero-width space is refused, not dropped). An
-        # underscore is not RFC 1123, but container networks resolve such names: allow it.
-        idna.encode(hostname.lower().replace("_", "u"))
+        # As httpx encodes a non-ASCII host (IDNA 2008, no mapping: a zero-width space is refused, not
+        # dropped). An ASCII host is sent as it is: checked as IDNA too, but for an underscore, which
+        # container networks resolve although RFC 1123 does not allow it.
+        idna.encode(hostname.lower().replace("_", "u") if hostname.isascii() else hostname.lower())
     except (idna.IDNAError, UnicodeError, ValueError):
         raise UsageError(f"{where}: {hostname[:80]!r} is not a valid host name (IDNA)") from None
 

@@ -265,6 +265,7 @@ def test_an_unwritable_ledger_is_a_usage_error_before_anything_runs(ledger: str,
     ({"tenant_url_template": "https://fleet.example.com/t/{slug}/%2e%2E"}, "dot segment"),
     ({"gitea_url": "https://git.example.com/a/../b"}, "dot segment"),
     ({"gitea_url": "https://[/api"}, "not a valid URL"),
+    ({"gitea_url": "https://_\u00e9.example"}, "not a valid host name"),
     ({"tenant_url_template": "https://fleet.example.com/t-{slug}"}, "whole path segment"),
     ({"tenant_url_template": "https://{slug}.exa\u200bmple.com"}, "not a valid host name"),
 ])
