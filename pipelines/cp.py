@@ -1,20 +1,23 @@
 """The control-plane client: `POST {cp}/cp/admin/tenants/redeploy-fleet` (CONTRACT §4).
 
-One call lists the tenants (a dry run), one scoped call redeploys one wave. Everything the CP says
-is untrusted: answers are parsed defensively (anything malformed is `Failed`, never a crash),
-slugs must match `SLUG_RE` (a hostile one fails the run and is never requested), and a row's
-`error` text is redacted (escape sequences, secrets, control characters) and truncated before it
-can reach any output. The raw body is never printed, logged or kept.
+Single calls only. `list_tenants` (a dry run: it changes nothing) is retried on 502/503/504 and
+transport failures; `redeploy_wave` is exactly ONE POST and never retried here: retrying a write
+is the rollout's decision (`pipelines/rollout/engine.py`), and each retry passes its guard.
+`CPUnavailable`, `TimedOut` and `Unreachable` say "the wave may be half done"; anything else is final.
 
-`Authorization: Bearer` goes only to the CP origin: the request URL is built from `cp_url`,
-redirects are not followed, and the client ignores the environment (`trust_env=False`: no proxy
-from `*_PROXY` that could re-route the token through another host).
+Every call has a deadline over the whole exchange (`--cp-timeout`): a CP that drips one byte a
+second cannot outlive it (`pipelines.http.client.send`). Everything the CP says is untrusted:
+bodies are parsed with `parse_json` (depth-limited; gzip garbage, deep nesting, anything malformed
+is `Failed`, never a crash), slugs must match `SLUG_RE` (a hostile one fails the run and is never
+requested), and a row's `error` text is redacted and truncated before it can reach any output.
+The raw body is never printed, logged or kept.
+
+`Authorization: Bearer` goes only to the CP origin: the client comes from
+`pipelines.http.client.make_client` (no redirects, no proxy or netrc from the environment).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,12 +26,14 @@ import httpx
 import stamina
 
 from pipelines.errors import Failed
+from pipelines.http.body import BadJSON, parse_json
+from pipelines.http.client import Limits, TimedOut, Unreachable, make_client, send
 from pipelines.redact import Secret, redact
 from pipelines.settings import SLUG_RE
 
 REDEPLOY_PATH = "/cp/admin/tenants/redeploy-fleet"
 RETRIED_STATUSES = frozenset({502, 503, 504})
-RETRIES = 3  # after the first attempt: backoff × 1, 2, 4
+LIST_RETRIES = 3  # after the first attempt of a listing: backoff × 1, 2, 4
 ERROR_TEXT_LIMIT = 200
 # Connecting and sending are quick; only the read waits for a wave's slowest tenant.
 SHORT_TIMEOUT = 10.0
@@ -54,20 +59,20 @@ class CPAnswer:
     ok: bool
     rows: list[CPRow]
     error: str  # redacted
-    status: int = 0  # HTTP status of the answer that was parsed (0 when no call was needed)
-    attempts: int = 0  # calls made (1 = no retry)
-    sent: tuple[tuple[str, ...], ...] = ()  # the only_slugs of each attempt, in order
+    status: int = 0  # HTTP status of the answer
+    sent: tuple[str, ...] = ()  # the only_slugs of the call
 
 
-class _Retryable(Exception):
-    """A 502/503/504: the wave may be half done; retry for the tenants that still need it."""
+class CPUnavailable(Failed):
+    """A 502/503/504: the CP (or its gateway) gave up; the wave may be half done."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
         self.status = status
-        super().__init__(f"HTTP {status}")
 
 
-_RETRIED_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, _Retryable)
+# What "the call may be retried" means, for the listing here and for the rollout's wave retries.
+RETRYABLE = (CPUnavailable, TimedOut, Unreachable)
 
 
 def escaped_slug(value: object) -> str:
@@ -82,16 +87,8 @@ def check_slug(value: object, where: str) -> str:
     return value
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _Retryable):
-        return f"HTTP {exc.status}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    return f"connection error ({type(exc).__name__})"
-
-
 class CPClient:
-    """An async context manager holding one httpx client for the CP origin."""
+    """An async context manager holding one hardened client for the CP origin."""
 
     def __init__(self, cp_url: str, token: Secret, *, read_timeout: float, retry_backoff: float,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -101,12 +98,13 @@ class CPClient:
         self.read_timeout = read_timeout
         self.retry_backoff = retry_backoff
         short = min(SHORT_TIMEOUT, read_timeout) if read_timeout > 0 else SHORT_TIMEOUT
-        self._timeout = httpx.Timeout(connect=short, read=read_timeout, write=short, pool=short)
+        # The deadline covers the whole exchange: connect, send, headers and every byte of the body.
+        self.limits = Limits(connect=short, read=read_timeout, write=short, pool=short, deadline=read_timeout,
+                             max_body=MAX_BODY_BYTES)
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> CPClient:
-        self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False,
-                                         transport=self._transport)
+        self._client = make_client(limits=self.limits, transport=self._transport)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -118,85 +116,46 @@ class CPClient:
     # ---------------------------------------------------------------- public calls
 
     async def list_tenants(self, target_tag: str) -> list[str]:
-        """The CP's dry-run listing: every tenant slug, validated, deduplicated, sorted."""
+        """The CP's dry-run listing: every tenant slug, validated, deduplicated, sorted.
+        A dry run changes nothing, so it is retried (bounded, backing off) on 502/503/504 and timeouts."""
         body: dict[str, Any] = {"target_tag": target_tag, "confirm": True, "dry_run": True,
                                 "batch_size": 1, "soak_seconds": 0}
-        answer = await self._call_with_retries(body, None, None)
-        return sorted({row.slug for row in answer.rows})
+        async for attempt in stamina.retry_context(
+            on=RETRYABLE, attempts=LIST_RETRIES + 1, timeout=None,
+            wait_initial=self.retry_backoff, wait_exp_base=2, wait_jitter=0,
+            wait_max=self.retry_backoff * 2 ** (LIST_RETRIES - 1),
+        ):
+            with attempt:
+                answer = await self._call(body, expected=None, what="CP listing")
+                return sorted({row.slug for row in answer.rows})
+        raise AssertionError("unreachable: stamina either returns an attempt's answer or re-raises")
 
-    async def redeploy_wave(self, target_tag: str, slugs: list[str], *, dry_run: bool,
-                            still_needed: Callable[[list[str]], Awaitable[list[str]]]) -> CPAnswer:
-        """One scoped call for one wave. 502/503/504, timeouts and lost connections are retried
-        (3 times, backing off retry_backoff × 1, 2, 4), each retry re-sending only the slugs
-        `still_needed` returns; when none are still needed, no further call is made.
-        Any other non-2xx, `ok: false` or a malformed answer: `Failed`."""
+    async def redeploy_wave(self, target_tag: str, slugs: list[str], *, dry_run: bool) -> CPAnswer:
+        """ONE scoped call for one wave, never retried here (the caller's guard decides).
+        502/503/504: `CPUnavailable`; no complete answer in time: `TimedOut`; any other non-2xx,
+        `ok: false` or a malformed answer: `Failed`."""
         if not slugs:
             raise Failed("CP wave: no tenants to redeploy (a wave is never empty)")
         wave = [check_slug(s, "CP wave") for s in slugs]
         if len(set(wave)) != len(wave):
             raise Failed("CP wave: duplicate tenant slugs in one wave")
         body: dict[str, Any] = {"target_tag": target_tag, "confirm": True, "dry_run": dry_run,
-                                "soak_seconds": 0}
-        return await self._call_with_retries(body, wave, still_needed)
+                                "only_slugs": wave, "batch_size": len(wave), "soak_seconds": 0}
+        return await self._call(body, expected=set(wave), what="CP redeploy-fleet")
 
     # ---------------------------------------------------------------- internals
 
-    async def _call_with_retries(self, body: dict[str, Any], wave: list[str] | None,
-                                 still_needed: Callable[[list[str]], Awaitable[list[str]]] | None,
-                                 ) -> CPAnswer:
-        sent: list[tuple[str, ...]] = []
-        try:
-            # Bounded by attempts; each attempt has its own explicit timeouts, so no overall deadline.
-            async for attempt in stamina.retry_context(
-                on=_RETRIED_ERRORS, attempts=RETRIES + 1, timeout=None,
-                wait_initial=self.retry_backoff, wait_exp_base=2, wait_jitter=0,
-                wait_max=self.retry_backoff * 2 ** (RETRIES - 1),
-            ):
-                with attempt:
-                    payload = dict(body)
-                    if wave is not None:
-                        slugs = wave
-                        if attempt.num > 1 and still_needed is not None:
-                            slugs = _still_within(wave, await still_needed(list(wave)))
-                            if not slugs:
-                                return CPAnswer(ok=True, rows=[], error="", status=0, attempts=len(sent),
-                                                sent=tuple(sent))
-                        payload["only_slugs"] = slugs
-                        payload["batch_size"] = len(slugs)
-                        sent.append(tuple(slugs))
-                    else:
-                        sent.append(())
-                    status, raw = await self._post(payload)
-                    answer = _parse_answer(status, raw, expected=set(payload.get("only_slugs") or []) or None)
-                    return CPAnswer(ok=answer.ok, rows=answer.rows, error=answer.error, status=status,
-                                    attempts=len(sent), sent=tuple(sent))
-        except _RETRIED_ERRORS as exc:
-            raise Failed(f"CP redeploy-fleet: {_describe(exc)} after {len(sent)} attempts "
-                     f"({RETRIES} retries); giving up",
-                         details={"cp_attempts": [list(s) for s in sent]}) from None
-        raise AssertionError("unreachable: stamina either returns an attempt's answer or re-raises")
-
-    async def _post(self, payload: dict[str, Any]) -> tuple[int, bytes]:
+    async def _call(self, payload: dict[str, Any], *, expected: set[str] | None, what: str) -> CPAnswer:
         if self._client is None:
             raise RuntimeError("CPClient used outside `async with`")
-        url = self.cp_url + REDEPLOY_PATH
         headers = {"Authorization": f"Bearer {self._token.reveal()}", "Accept": "application/json"}
-        async with self._client.stream("POST", url, json=payload, headers=headers) as response:
-            if response.status_code in RETRIED_STATUSES:
-                raise _Retryable(response.status_code)
-            raw = bytearray()
-            async for chunk in response.aiter_bytes():
-                raw.extend(chunk)
-                if len(raw) > MAX_BODY_BYTES:
-                    raise Failed(f"CP redeploy-fleet: answer larger than {MAX_BODY_BYTES} bytes (HTTP "
-                                 f"{response.status_code}); refusing to parse it")
-            return response.status_code, bytes(raw)
-
-
-def _still_within(wave: list[str], needed: list[str]) -> list[str]:
-    """The wave's slugs that are still needed, in wave order: a retry never widens the wave."""
-    wanted = set(needed)
-    return [s for s in wave if s in wanted]
+        answer = await send(self._client, "POST", self.cp_url + REDEPLOY_PATH, what=what, limits=self.limits,
+                            headers=headers, json=payload)
+        if answer.status in RETRIED_STATUSES:
+            raise CPUnavailable(f"{what}: HTTP {answer.status}", answer.status)
+        parsed = _parse_answer(answer.status, answer.body, expected=expected)
+        return CPAnswer(ok=parsed.ok, rows=parsed.rows, error=parsed.error, status=answer.status,
+                        sent=tuple(payload.get("only_slugs") or ()))
 
 
 def _parse_answer(status: int, raw: bytes, *, expected: set[str] | None) -> CPAnswer:
@@ -204,11 +163,9 @@ def _parse_answer(status: int, raw: bytes, *, expected: set[str] | None) -> CPAn
     where = f"CP redeploy-fleet (HTTP {status})"
     data: Any = None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        data = parse_json(raw)
+    except BadJSON:
         data = None
-    if 300 <= status < 400:
-        raise Failed(f"{where}: redirect not followed (the CP token goes only to --cp-url)")
     if not 200 <= status < 300:
         said = ""
         if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"].strip():

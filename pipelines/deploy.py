@@ -2,8 +2,9 @@
 
 deploy-production = plan (settings already validated; live preflights) → wait-gates →
 assert-enabled → rollout (lease, stand-down, canary, verified waves) → final verify of the whole
-fleet. Every step lands in the ledger under one run id, and a failure at any step still writes
-the step summary.
+fleet — one run: every step lands in the ledger under one run id, and every ending (a gate
+failure, the kill switch, SIGTERM while waiting for the gates, …) is one `done`, the step summary
+and the `--json` object, through `pipelines.rollout.result.finish`.
 
 redeploy goes to an explicit known-good tag: it ignores the *auto*-deploy kill switch and the
 stand-down rule (it exists to go back, during an incident, while auto-deploys are frozen) and
@@ -20,17 +21,15 @@ import re
 from typing import Any
 
 from pipelines import killswitch
-from pipelines.errors import Disabled, Failed, FleetgateError, UsageError
+from pipelines.errors import Disabled, Failed, UsageError
 from pipelines.gates import gitea_for_gates, wait_gates
 from pipelines.gitea import GiteaClient
-from pipelines.ledger import Ledger, new_run_id
-from pipelines.notify import notify_ending
+from pipelines.ledger import Ledger
 from pipelines.output import Output
 from pipelines.plan import preflight
 from pipelines.redact import redact
-from pipelines.rollout import rollout
+from pipelines.rollout import Phase, new_state, rollout
 from pipelines.settings import Settings
-from pipelines.summary import write_step_summary
 
 MANUAL_TAG_VARIABLE = "PROD_MANUAL_REDEPLOY_TARGET_TAG"
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # an OCI tag
@@ -48,56 +47,46 @@ def describe_plan(plan: dict[str, Any]) -> str:
 
 
 async def deploy_production(settings: Settings, out: Output) -> dict[str, Any]:
-    """The main job. Raises the first step's FleetgateError (its exit code) when a step fails."""
-    killswitch.check_plan_time(settings)  # exit 3 before anything is contacted
+    """The main job, as ONE run: its gates are the run's first phase, so a gate failure, a kill switch,
+    a signal while waiting or any later ending writes exactly one `done` (`pipelines.rollout.result`)."""
     if settings.gitea_token is None:
         raise UsageError("--gitea-token (GITEA_TOKEN) is required: deploy-production reads the gates, "
                          "the kill switch and the lease in Gitea")
     if settings.cp_token is None:
         raise UsageError("--cp-token (CP_ADMIN_API_TOKEN) is required: deploy-production calls the "
                          "control plane")
-    run_id = new_run_id()
-    ledger = Ledger(settings.ledger, run_id)
-    step = "plan"
-    try:
+    state = new_state(settings, verb="deploy-production", manual=False)
+    ledger = Ledger(settings.ledger, state.run_id)
+
+    async def gates() -> None:
+        state.enter(Phase.GATES)
+        state.step = "plan"
+        killswitch.check_plan_time(settings)  # exit 3 before anything is contacted
         plan = await preflight(settings, out)
         out.info(describe_plan(plan))
         ledger.record("plan", verb="deploy-production", **plan)
         if not plan["enabled"]:
             raise Disabled(f"kill switch engaged: {plan['disabled_reason']}",
                            details={"disabled_reason": plan["disabled_reason"]})
-
-        step = "wait-gates"
+        state.step = "wait-gates"
         async with gitea_for_gates(settings) as gitea:
             try:
-                gates = await wait_gates(settings, gitea, out)
+                result = await wait_gates(settings, gitea, out)
             except Failed as exc:
                 ledger.record("gate", sha=settings.sha, ok=False, error=exc.message)
                 raise
-            ledger.record("gate", sha=settings.sha, ok=True, contexts=gates.get("contexts", {}))
-
-            step = "assert-enabled"
+            state.gates = dict(result.get("contexts", {}))
+            ledger.record("gate", sha=settings.sha, ok=True, contexts=state.gates)
+            state.step = "assert-enabled"
             if settings.live_kill_switch:
                 reason = await killswitch.live_reason(gitea)
                 ledger.record("kill_switch", before="rollout", engaged=reason is not None, reason=reason)
                 if reason:
                     raise Disabled(f"kill switch engaged: {reason}", details={"disabled_reason": reason})
                 out.ok("kill switch off")
-    except FleetgateError as exc:
-        outcome = "disabled" if isinstance(exc, Disabled) else "failed"
-        ledger.record("done", sha=settings.sha, tag=settings.target_tag, verified=False,
-                      dry_run=settings.dry_run, exit_code=int(exc.exit_code), outcome=outcome, step=step,
-                      error=exc.message)
-        exc.details = {"verb": "deploy-production", "step": step, "run_id": run_id, "sha": settings.sha,
-                       "target_tag": settings.target_tag, "outcome": outcome, **exc.details}
-        write_step_summary({"ok": False, "exit_code": int(exc.exit_code), "message": exc.message,
-                            **exc.details})
-        await notify_ending(settings.notify, {"exit_code": int(exc.exit_code), "message": exc.message,
-                                              "repo": settings.repo, **exc.details}, ledger=ledger, out=out)
-        raise
+        state.step = "rollout"
 
-    result = await rollout(settings, out, final_verify=True, verb="deploy-production", run_id=run_id)
-    return {**result, "gates": gates.get("contexts", {})}
+    return await rollout(settings, out, final_verify=True, verb="deploy-production", state=state, before=gates)
 
 
 async def manual_target_tag(settings: Settings, out: Output) -> tuple[str, str]:

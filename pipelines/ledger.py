@@ -117,16 +117,19 @@ _JOB_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def new_run_id(env: Mapping[str, str] | None = None) -> str:
-    """`GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT[-GITHUB_JOB]` in Actions (attempt defaults to 1), else `local-<random>`.
+    """`GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT[-GITHUB_JOB]-<random>` in Actions (attempt defaults to 1), else
+    `local-<random>`.
 
-    The run id is also the lease holder's name: a re-run of the same job reclaims its own lease, and
-    the job name keeps two deploying jobs of one workflow run from sharing it.
+    The run id is also the lease holder's name (the lease value's `run`), so it is unique to the
+    process: the random part keeps two jobs with the same GITHUB_RUN_ID/ATTEMPT/JOB (a matrix, a
+    re-run, a copy-pasted job name) from sharing a lease and interleaving their writes.
     """
     env = os.environ if env is None else env
+    unique = secrets.token_hex(4)
     run = env.get("GITHUB_RUN_ID", "").strip()
     if run and run.isalnum() and len(run) <= 40:
         attempt = env.get("GITHUB_RUN_ATTEMPT", "").strip()
         run_id = f"{run}-{attempt if attempt.isdigit() and len(attempt) <= 6 else '1'}"
         job = env.get("GITHUB_JOB", "").strip()
-        return f"{run_id}-{job}" if _JOB_RE.match(job) else run_id
+        return f"{run_id}-{job}-{unique}" if _JOB_RE.match(job) else f"{run_id}-{unique}"
     return f"local-{secrets.token_hex(6)}"

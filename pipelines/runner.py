@@ -1,4 +1,10 @@
-"""Run one verb: settings resolved and validated first, then (optionally) the sandbox, then the verb."""
+"""Run one verb: settings resolved and validated first, then (optionally) the sandbox, then the verb.
+
+Whatever a verb raises leaves here as a `FleetgateError` (CONTRACT §3): an ExceptionGroup from an
+anyio task group is unwrapped to the error inside it, an OS error (a full disk) or any unexpected
+error becomes one redacted line with exit 1 — never a traceback — so the CLI and Dagger still
+print their one-line error and the `--json` object.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UsageError
+from pipelines.errors import Failed, FleetgateError, UsageError
 from pipelines.output import Output
+from pipelines.redact import redact
 from pipelines.settings import OPTIONS, load_config, resolve
 
 VerbFunc = Callable[..., Awaitable[dict[str, Any]]]
@@ -41,7 +48,38 @@ async def run_with_settings(verb: str, func: VerbFunc, params: dict[str, Any], e
             from pipelines.sandbox.scenarios import seed_ledger
 
             seed_ledger(sb.state, settings.ledger)  # a scenario's past runs (e.g. lease-interrupted)
-        return await func(settings, out, **extras)
+        try:
+            return await func(settings, out, **extras)
+        except Exception as exc:  # cancellation and KeyboardInterrupt are BaseExceptions: not caught
+            raise as_failure(exc) from None
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The error that matters inside an ExceptionGroup (anyio task groups wrap): a FleetgateError first."""
+    while isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        if not leaves:
+            break
+        exc = next((e for e in leaves if isinstance(e, FleetgateError)), leaves[0])
+    return exc
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for e in group.exceptions:
+        found.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return found
+
+
+def as_failure(exc: BaseException) -> FleetgateError:
+    """Any error as a one-line, redacted FleetgateError (never a traceback)."""
+    exc = unwrap(exc)
+    if isinstance(exc, FleetgateError):
+        return exc
+    if isinstance(exc, OSError):
+        where = f": {redact(str(exc.filename), limit=200)}" if exc.filename else ""
+        return Failed(f"{exc.strerror or type(exc).__name__}{where}")
+    return Failed(f"unexpected error: {type(exc).__name__}: {redact(str(exc), limit=200)}")
 
 
 def _placeholder_overlay() -> dict[str, Any]:

@@ -1,35 +1,16 @@
 """The Markdown step summary: appended to `$GITHUB_STEP_SUMMARY` when it is set (Gitea/GitHub Actions).
 
-`write_step_summary(result)` takes the result dict that `rollout`, `deploy-production` and
-`redeploy` return (and print with `--json`). Its shape — every key optional here, missing ones are
-simply not shown:
+`write_step_summary(result)` takes the `--json` object of a run, i.e. `RunResult.to_json()` of
+`pipelines.rollout.result` (its module docstring has the shape). Every key is optional here; a
+missing one is simply not shown. What it says is what the result says: the wave table shows each
+wave's status ("not started" for waves that never ran, no verified count for them), its
+stragglers are the same names as the run's "Stragglers" line (those unverified at the end; a wave
+straggler that reported the SHA later is listed as caught up), and the lease as it ended.
 
-    {
-      "ok": bool,                      # exit_code == 0
-      "exit_code": int,                # CONTRACT §3
-      "verb": str,                     # "rollout" | "deploy-production" | "redeploy"
-      "outcome": str,                  # one word or phrase: "done", "dry run", "nothing to do", "failed",
-                                       # "halted", "rolled back", "stood down", "disabled"
-      "message": str,                  # why, one line (the error message when it failed)
-      "sha": str, "target_tag": str, "run_id": str, "dry_run": bool,
-      "canary": str | None,            # the canary slug, None when --canary none
-      "waves": [{                      # in order; the canary wave first
-          "index": int,                # 0 = canary (when there is one), then 1, 2, …
-          "kind": "canary" | "wave",
-          "slugs": [str],              # tenants of the wave (as listed)
-          "skipped": [str],            # already on the SHA: not written
-          "verified": [str],           # report the SHA after the wave
-          "stragglers": [str],         # did not report it within --verify-timeout
-          "seconds": float,            # wave duration (CP call + verification)
-      }],
-      "stragglers": [str],             # all stragglers of the run
-      "drift": {str: int},             # tenants by SHA they report (or by verdict when unreadable),
-                                       # e.g. the `by_sha` of `verify.drift_report`
-      "tenants": {slug: {"before": sha | None, "after": sha | None, "verdict": str}},
-      "rollback": {"tag": str, "tenants": [str], "verified": bool},   # when --on-failure rollback ran
-    }
-
-Everything written is redacted and Markdown-escaped (slugs are validated, but messages are not ours).
+Server text (messages, CP error rows, verdicts) is not ours: everything written is redacted, and
+escaped for Markdown — HTML-escaped, and every character that could start a link, an image,
+emphasis or a code span backslash-escaped — or put in a code span with backticks removed.
+Nothing from a server can become a link, an image or HTML.
 """
 
 from __future__ import annotations
@@ -48,14 +29,22 @@ MAX_TENANT_ROWS = 200  # a fleet table longer than this is cut (the ledger has e
 _ICONS = {0: "✅", 1: "❌", 2: "⚠️", 3: "⏸️", 4: "🛑", 5: "↩️"}
 
 
+_MARKDOWN_SPECIAL = "\\`*_[]()!#|~"
+
+
 def cell(value: Any, limit: int = 300) -> str:
-    """Text safe inside a Markdown table cell: redacted, HTML-escaped, pipes escaped, one line."""
+    """Text safe in Markdown (a table cell too): redacted, one line, HTML-escaped, and every Markdown
+    punctuation character backslash-escaped, so no link, image, emphasis or code span can start."""
     text = html.escape(redact(str(value), limit=limit), quote=False)
-    return text.replace("|", "\\|").replace("`", "'")
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)
 
 
 def code(value: Any) -> str:
-    return f"`{cell(value, limit=120)}`" if value not in (None, "") else "—"
+    """A code span (nothing inside is Markdown); backticks, which could close it, become quotes."""
+    if value in (None, ""):
+        return "—"
+    text = redact(str(value), limit=120).replace("`", "'").replace("|", "\\|")
+    return f"`{text}`"
 
 
 def short(sha: Any) -> str:
@@ -65,23 +54,23 @@ def short(sha: Any) -> str:
     return str(sha)[:40] if sha else ""
 
 
+def _list(values: Any) -> list[str]:
+    return [str(v) for v in values] if isinstance(values, list | tuple | set) else []
+
+
 def _names(values: Any, limit: int = 20) -> str:
-    items = [str(v) for v in values] if isinstance(values, list | tuple | set) else []
+    items = _list(values)
     if not items:
         return "—"
     shown = ", ".join(cell(v, limit=80) for v in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def _count(values: Any) -> int:
-    return len(values) if isinstance(values, list | tuple | set) else 0
+    return shown + (f" … and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def render(result: Mapping[str, Any]) -> str:
     """The summary as Markdown."""
     exit_code = result.get("exit_code", 0 if result.get("ok") else 1)
     exit_code = exit_code if isinstance(exit_code, int) else 1
-    outcome = result.get("outcome") or ("done" if exit_code == 0 else "failed")
+    outcome = result.get("outcome") or ("deployed" if exit_code == 0 else "failed")
     verb = result.get("verb") or "rollout"
     icon = _ICONS.get(exit_code, "❌")
     lines = [f"## {icon} fleetgate {cell(verb, 40)}: {cell(outcome, 60)} — {code(short(result.get('sha')))} "
@@ -93,6 +82,10 @@ def render(result: Mapping[str, Any]) -> str:
         facts.append(f"run {code(result.get('run_id'))}")
     if "canary" in result:
         facts.append(f"canary {code(result.get('canary')) if result.get('canary') else 'none'}")
+    if result.get("step") and exit_code != 0:
+        facts.append(f"ended at {cell(result.get('step'), 40)}")
+    if isinstance(result.get("lease"), str):
+        facts.append(f"lease {cell(result['lease'], 60)}")
     lines += [" · ".join(facts), ""]
     if result.get("message"):
         lines += [f"> {cell(result['message'], 500)}", ""]
@@ -104,24 +97,33 @@ def render(result: Mapping[str, Any]) -> str:
 
     waves = result.get("waves")
     if isinstance(waves, list) and waves:
-        lines += ["| wave | kind | tenants | skipped | verified | stragglers | seconds |",
-                  "|---:|---|---|---:|---:|---|---:|"]
+        lines += ["| wave | kind | tenants | status | verified | stragglers | CP calls | seconds |",
+                  "|---:|---|---|---|---:|---|---:|---:|"]
         for w in waves:
             if not isinstance(w, Mapping):
                 continue
+            status = str(w.get("status") or "")
+            ran = status not in ("not started", "")
             seconds = w.get("seconds")
-            secs = f"{seconds:.1f}" if isinstance(seconds, int | float) else "—"
+            secs = f"{seconds:.1f}" if ran and isinstance(seconds, int | float) else "—"
+            verified = f"{len(_list(w.get('verified')))}/{len(_list(w.get('slugs')))}" if ran else "—"
+            calls = str(w.get("cp_attempts")) if ran and isinstance(w.get("cp_attempts"), int) else "—"
             lines.append(f"| {cell(w.get('index', '?'), 10)} | {cell(w.get('kind', 'wave'), 10)} | "
-                         f"{_names(w.get('slugs'), 10)} | {_count(w.get('skipped'))} | "
-                         f"{_count(w.get('verified'))}/{_count(w.get('slugs'))} | "
-                         f"{_names(w.get('stragglers'), 10)} | {secs} |")
+                         f"{_names(w.get('slugs'), 10)} | {cell(status or '—', 20)} | {verified} | "
+                         f"{_names(w.get('stragglers'), 10)} | {calls} | {secs} |")
         lines.append("")
 
+    skipped = _list(result.get("skipped"))
+    if skipped:
+        lines += [f"**Already on the SHA, not written ({len(skipped)})**: {_names(skipped, 10)}", ""]
     stragglers = result.get("stragglers")
     if isinstance(stragglers, list | tuple) and stragglers:
         lines += [f"**Stragglers ({len(stragglers)})**: {_names(stragglers, 50)}", ""]
     elif isinstance(stragglers, list | tuple):
         lines += ["**Stragglers**: none", ""]
+    caught_up = _list(result.get("caught_up"))
+    if caught_up:
+        lines += [f"Wave stragglers that reported the SHA later: {_names(caught_up, 50)}", ""]
 
     drift = result.get("drift")
     if isinstance(drift, Mapping) and drift:
@@ -134,8 +136,11 @@ def render(result: Mapping[str, Any]) -> str:
     rollback = result.get("rollback")
     if isinstance(rollback, Mapping):
         ok = "verified" if rollback.get("verified") else "**not verified**"
-        tenants_back = _names(rollback.get("tenants"), 50)
-        lines += [f"**Rollback** to {code(rollback.get('tag'))}: {tenants_back} ({ok})", ""]
+        tenants_back = _names(rollback.get("restored", rollback.get("tenants")), 50)
+        lines += [f"**Rollback** to {code(rollback.get('tag'))}: restored {tenants_back} ({ok})"]
+        if _list(rollback.get("not_restored")):
+            lines.append(f"; not restored: {_names(rollback.get('not_restored'), 50)}")
+        lines.append("")
 
     tenants = result.get("tenants")
     if isinstance(tenants, Mapping) and tenants:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import stamina
 
-from pipelines.cp import CPClient, row_facts
+from pipelines.cp import RETRYABLE, CPClient, CPUnavailable, row_facts
 from pipelines.errors import Failed
+from pipelines.http.client import TimedOut
 from pipelines.redact import Secret, redact
 
 CP = "http://cp.test"
@@ -51,10 +55,6 @@ async def client(fake: FakeCP, *, backoff: float = 0.0, read_timeout: float = 5.
         yield cp
 
 
-async def all_needed(slugs: list[str]) -> list[str]:
-    return slugs
-
-
 @pytest.mark.anyio
 async def test_listing_is_a_confirmed_dry_run_sorted_and_deduplicated() -> None:
     fake = FakeCP(rows_for)
@@ -74,85 +74,63 @@ async def test_listing_is_a_confirmed_dry_run_sorted_and_deduplicated() -> None:
 async def test_a_wave_is_one_scoped_call(dry_run: bool) -> None:
     fake = FakeCP(rows_for)
     async with client(fake) as cp:
-        answer = await cp.redeploy_wave("t1", ["b", "a"], dry_run=dry_run, still_needed=all_needed)
-    assert answer.ok and [r.slug for r in answer.rows] == ["b", "a"] and answer.attempts == 1
+        answer = await cp.redeploy_wave("t1", ["b", "a"], dry_run=dry_run)
+    assert answer.ok and [r.slug for r in answer.rows] == ["b", "a"] and answer.sent == ("b", "a")
     (body,) = fake.bodies
     assert body == {"target_tag": "t1", "confirm": True, "dry_run": dry_run, "soak_seconds": 0,
                     "only_slugs": ["b", "a"], "batch_size": 2}
 
 
 @pytest.mark.anyio
-async def test_502_is_retried_for_the_unfinished_tenants_only_with_doubling_backoff() -> None:
-    fake = FakeCP(httpx.Response(502), httpx.Response(504), httpx.Response(503), rows_for)
-    done: set[str] = set()
-    asked: list[list[str]] = []
-
-    async def still_needed(slugs: list[str]) -> list[str]:
-        asked.append(list(slugs))
-        done.add(next(s for s in slugs if s not in done))  # one more tenant finishes between attempts
-        return [s for s in slugs if s not in done]
-
-    async with client(fake, backoff=0.02) as cp:
-        answer = await cp.redeploy_wave("t1", ["a", "b", "c", "d"], dry_run=False, still_needed=still_needed)
-    sent = [b["only_slugs"] for b in fake.bodies]
-    assert sent == [["a", "b", "c", "d"], ["b", "c", "d"], ["c", "d"], ["d"]]
-    assert [b["batch_size"] for b in fake.bodies] == [4, 3, 2, 1]
-    assert answer.attempts == 4 and [r.slug for r in answer.rows] == ["d"]
-    assert asked == [["a", "b", "c", "d"]] * 3  # asked about the whole wave, each retry
-    gaps = [b - a for a, b in zip(fake.times, fake.times[1:], strict=False)]
-    for gap, factor in zip(gaps, (1, 2, 4), strict=True):
-        assert gap >= 0.02 * factor * 0.95
-
-
-@pytest.mark.anyio
-async def test_a_retry_never_widens_the_wave() -> None:
-    fake = FakeCP(httpx.Response(503), rows_for)
-
-    async def still_needed(slugs: list[str]) -> list[str]:
-        return ["intruder", "b"]
-
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_a_gateway_error_on_a_wave_is_one_call_never_retried_here(status: int) -> None:
+    # The retry is the rollout's decision, through its guard (tests/test_engine.py): the client writes once.
+    fake = FakeCP(httpx.Response(status), rows_for)
     async with client(fake) as cp:
-        await cp.redeploy_wave("t1", ["a", "b"], dry_run=False, still_needed=still_needed)
-    assert fake.bodies[1]["only_slugs"] == ["b"]
+        with pytest.raises(CPUnavailable, match=rf"HTTP {status}") as caught:
+            await cp.redeploy_wave("t1", ["a", "b"], dry_run=False)
+    assert len(fake.requests) == 1 and caught.value.status == status
 
 
 @pytest.mark.anyio
-async def test_no_retry_when_every_tenant_already_reports_the_sha() -> None:
-    fake = FakeCP(httpx.Response(502), rows_for)
-
-    async def nothing_left(slugs: list[str]) -> list[str]:
-        return []
-
-    async with client(fake) as cp:
-        answer = await cp.redeploy_wave("t1", ["a", "b"], dry_run=False, still_needed=nothing_left)
-    assert len(fake.requests) == 1
-    assert answer.ok and answer.rows == []
-
-
-@pytest.mark.anyio
-async def test_retries_are_bounded_then_fail_naming_the_status() -> None:
-    fake = FakeCP(httpx.Response(503))
-    async with client(fake) as cp:
-        with pytest.raises(Failed, match=r"HTTP 503 after 4 attempts"):
-            await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
-    assert len(fake.requests) == 4
-
-
-@pytest.mark.anyio
-async def test_connection_errors_are_retried() -> None:
+async def test_a_connection_error_on_a_wave_is_one_call_and_retryable() -> None:
     calls = 0
 
-    def flaky(request: httpx.Request) -> httpx.Response:
+    def refused(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        if calls == 1:
-            raise httpx.ConnectError("refused", request=request)
-        return rows_for(json.loads(request.content))
+        raise httpx.ConnectError("refused", request=request)
 
     async with CPClient(CP, Secret(TOKEN), read_timeout=5, retry_backoff=0,
-                        transport=httpx.MockTransport(flaky)) as cp:
-        answer = await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
-    assert calls == 2 and answer.attempts == 2
+                        transport=httpx.MockTransport(refused)) as cp:
+        with pytest.raises(Failed) as caught:
+            await cp.redeploy_wave("t1", ["a"], dry_run=False)
+    assert calls == 1 and isinstance(caught.value, RETRYABLE)
+
+
+@pytest.mark.anyio
+async def test_the_listing_a_dry_run_is_retried_bounded() -> None:
+    stamina.set_testing(True, attempts=10, cap=True)
+    try:
+        fake = FakeCP(httpx.Response(502), httpx.Response(503), rows_for)
+        async with client(fake) as cp:
+            assert await cp.list_tenants("t1") == ["alpha", "mid-1", "zeta"]
+        assert len(fake.requests) == 3
+        always = FakeCP(httpx.Response(504))
+        async with client(always) as cp:
+            with pytest.raises(CPUnavailable, match="HTTP 504"):
+                await cp.list_tenants("t1")
+        assert len(always.requests) == 4  # 1 + LIST_RETRIES
+    finally:
+        stamina.set_testing(False)
+
+
+def test_the_cp_write_endpoint_is_called_only_by_the_guard() -> None:
+    """Grep-able guarantee: `redeploy_wave(` is called in exactly one place, the guard."""
+    root = Path(__file__).resolve().parents[1] / "pipelines"
+    callers = sorted(str(f.relative_to(root)) for f in root.rglob("*.py")
+                     if re.search(r"\.redeploy_wave\(", f.read_text(encoding="utf-8")))
+    assert callers == ["rollout/guard.py"]
 
 
 @pytest.mark.anyio
@@ -161,7 +139,7 @@ async def test_other_non_2xx_fail_at_once_naming_the_status(status: int) -> None
     fake = FakeCP(httpx.Response(status, json={"error": f"no way, Bearer {TOKEN}"}))
     async with client(fake) as cp:
         with pytest.raises(Failed, match=rf"HTTP {status}") as caught:
-            await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
+            await cp.redeploy_wave("t1", ["a"], dry_run=False)
     assert len(fake.requests) == 1
     assert TOKEN not in caught.value.message
 
@@ -172,7 +150,7 @@ async def test_ok_false_is_a_refusal_naming_the_redacted_error() -> None:
     fake = FakeCP(httpx.Response(200, json={"ok": False, "error": leaky, "results": []}))
     async with client(fake) as cp:
         with pytest.raises(Failed, match="ok: false — tag unknown") as caught:
-            await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
+            await cp.redeploy_wave("t1", ["a"], dry_run=False)
     assert len(fake.requests) == 1
     assert TOKEN not in caught.value.message and "hunter2" not in caught.value.message
 
@@ -181,7 +159,7 @@ async def test_ok_false_is_a_refusal_naming_the_redacted_error() -> None:
 async def test_a_redirect_is_not_followed() -> None:
     fake = FakeCP(httpx.Response(307, headers={"Location": "http://elsewhere.test/steal"}))
     async with client(fake) as cp:
-        with pytest.raises(Failed, match="redirect not followed"):
+        with pytest.raises(Failed, match=r"redirect to .* not followed"):
             await cp.list_tenants("t1")
     assert [r.url.host for r in fake.requests] == ["cp.test"]
 
@@ -202,12 +180,14 @@ async def test_a_redirect_is_not_followed() -> None:
     (b'{"ok": true, "results": [{"slug": "a", "error": 42}]}', "error is not a string"),
     (b'{"ok": true, "error": ["x"], "results": []}', "`error` is not a string"),
     (b'\xff\xfe not utf-8', "not a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, "not a JSON object"),  # deeply nested: a verdict, never RecursionError
+    (b'{"ok": true, "results": [' + b'{"a":' * 200 + b"1" + b"}" * 200 + b"]}", "not a JSON object"),
 ])
 async def test_malformed_answers_fail_never_crash(body: bytes, why: str) -> None:
     fake = FakeCP(httpx.Response(200, content=body))
     async with client(fake) as cp:
         with pytest.raises(Failed, match=why):
-            await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
+            await cp.redeploy_wave("t1", ["a"], dry_run=False)
 
 
 @pytest.mark.anyio
@@ -215,7 +195,7 @@ async def test_rows_for_tenants_outside_the_wave_fail() -> None:
     fake = FakeCP(httpx.Response(200, json={"ok": True, "results": [{"slug": "a"}, {"slug": "other"}]}))
     async with client(fake) as cp:
         with pytest.raises(Failed, match="outside the wave: other"):
-            await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
+            await cp.redeploy_wave("t1", ["a"], dry_run=False)
 
 
 HOSTILE = ["../../admin", "UPPER", "a b", "-lead", "evil\x1b[2Jslug", "x" * 64, "", "a.b", "ok\nnext"]
@@ -239,7 +219,7 @@ async def test_a_hostile_slug_is_never_sent(slug: str) -> None:
     fake = FakeCP(rows_for)
     async with client(fake) as cp:
         with pytest.raises(Failed, match="rejected tenant slug"):
-            await cp.redeploy_wave("t1", ["fine", slug], dry_run=False, still_needed=all_needed)
+            await cp.redeploy_wave("t1", ["fine", slug], dry_run=False)
     assert fake.requests == []
 
 
@@ -250,7 +230,7 @@ async def test_a_leaky_error_row_is_redacted_and_truncated() -> None:
             "\x1b[31mRED\x1b[0m \x1b]0;title\x07 ghp_" + "A" * 36 + " " + "padding " * 80)
     fake = FakeCP(lambda body: rows_for(body, error=leak, healthz_ok=False, ssm_exit_code=1))
     async with client(fake) as cp:
-        answer = await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
+        answer = await cp.redeploy_wave("t1", ["a"], dry_run=False)
     (row,) = answer.rows
     for secret in (TOKEN, "s3cr3t-pw", "deploy:", "ghp_AAAA", "\x1b", "[31m", "]0;title", "\x07"):
         assert secret not in row.error
@@ -275,56 +255,72 @@ async def _silent_server(listener: anyio.abc.SocketListener, connections: list[i
     await listener.serve(handle)
 
 
+async def _dripping_server(listener: anyio.abc.SocketListener) -> None:
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while True:  # one byte at a time, each well inside the read timeout
+                await stream.send(b" ")
+                await anyio.sleep(0.01)
+
+    await listener.serve(handle)
+
+
 @pytest.mark.anyio
-async def test_a_wave_that_outlives_the_read_timeout_is_retried_then_fails() -> None:
+async def test_a_silent_cp_times_out_once_and_says_so() -> None:
     connections: list[int] = []
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 -- anyio, not Django
     async with anyio.create_task_group() as tg:
         tg.start_soon(_silent_server, listener, connections)
-        start = anyio.current_time()
         async with CPClient(f"http://127.0.0.1:{port}", Secret(TOKEN), read_timeout=0.1,
                             retry_backoff=0.001) as cp:
-            with pytest.raises(Failed, match=r"timed out \(ReadTimeout\) after 4 attempts"):
-                await cp.redeploy_wave("t1", ["a"], dry_run=False, still_needed=all_needed)
-        elapsed = anyio.current_time() - start
+            with pytest.raises(TimedOut):
+                await cp.redeploy_wave("t1", ["a"], dry_run=False)
         tg.cancel_scope.cancel()
-    assert len(connections) == 4
-    assert elapsed >= 0.4  # four read timeouts of 0.1 s (which budget ran out: the ReadTimeout above)
+    assert len(connections) == 1
+
+
+@pytest.mark.anyio
+async def test_a_cp_dripping_bytes_cannot_outlive_the_deadline() -> None:
+    # Each byte arrives within the read timeout; only a deadline over the whole exchange ends it.
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 -- anyio, not Django
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_dripping_server, listener)
+        async with CPClient(f"http://127.0.0.1:{port}", Secret(TOKEN), read_timeout=0.3, retry_backoff=0) as cp:
+            with pytest.raises(TimedOut, match=r"within 0.3s"):
+                await cp.redeploy_wave("t1", ["a"], dry_run=False)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_gzip_garbage_body_is_failed_never_a_crash() -> None:
+    fake = FakeCP(httpx.Response(200, stream=httpx.ByteStream(b"\x1f\x8b garbage, not gzip"),
+                                 headers={"Content-Encoding": "gzip"}))
+    async with client(fake) as cp:
+        with pytest.raises(Failed):
+            await cp.redeploy_wave("t1", ["a"], dry_run=False)
 
 
 # ------------------------------------------------------------ over the sandbox's CP (real loopback sockets)
 
 
 @pytest.mark.anyio
-async def test_sandbox_502_mid_wave_resends_only_the_tenants_not_yet_on_the_sha() -> None:
+async def test_sandbox_502_mid_wave_is_one_call() -> None:
     from pipelines.sandbox import serve
-    from pipelines.verify import BuildinfoReader
 
     async with serve("cp-5xx") as sb:
         w = sb.state
-        settings = sb.overlay
-        reader = BuildinfoReader(lambda slug: sb.tenant_url_template.format(slug=slug), timeout=2.0)
-
-        async def still_needed(slugs: list[str]) -> list[str]:
-            readings = await reader.read(slugs, w.deploy_sha)
-            return [s for s in slugs if not readings[s].verified]
-
         tag = f"staging-{w.deploy_sha[:7]}"
-        async with CPClient(sb.cp_url, settings["cp_token"], read_timeout=5.0,
-                            retry_backoff=settings["cp_retry_backoff"]) as cp:
+        async with CPClient(sb.cp_url, sb.overlay["cp_token"], read_timeout=5.0, retry_backoff=0) as cp:
             assert await cp.list_tenants(tag) == sorted(w.tenants)
-            answer = await cp.redeploy_wave(tag, ["alpha", "bravo", "charlie"], dry_run=False,
-                                            still_needed=still_needed)
-        # Each 502 came after the CP redeployed one tenant; each retry carried only the rest.
+            with pytest.raises(CPUnavailable, match="HTTP 502"):
+                await cp.redeploy_wave(tag, ["alpha", "bravo", "charlie"], dry_run=False)
         wave_bodies = [c.body for c in w.cp_calls if not c.body.get("dry_run")]
-        assert [b["only_slugs"] for b in wave_bodies] == [["alpha", "bravo", "charlie"], ["bravo", "charlie"],
-                                                          ["charlie"]]
-        assert [b["batch_size"] for b in wave_bodies] == [3, 2, 1]
-        assert [wr.slugs for wr in w.writes] == [["alpha"], ["bravo"], ["charlie"]]
-        assert answer.attempts == 3 and [r.slug for r in answer.rows] == ["charlie"]
-        assert {s: w.tenants[s].sha for s in ("alpha", "bravo", "charlie")} == dict.fromkeys(
-            ("alpha", "bravo", "charlie"), w.deploy_sha)
+        assert [b["only_slugs"] for b in wave_bodies] == [["alpha", "bravo", "charlie"]]
+        assert [wr.slugs for wr in w.writes] == [["alpha"]]  # the CP did one tenant, then gave up
 
 
 @pytest.mark.anyio
@@ -335,7 +331,7 @@ async def test_sandbox_refusal_fails_without_a_write() -> None:
         tag = f"staging-{sb.state.deploy_sha[:7]}"
         async with CPClient(sb.cp_url, sb.overlay["cp_token"], read_timeout=5.0, retry_backoff=0) as cp:
             with pytest.raises(Failed, match="ok: false — refusing redeploy: the fleet is in a maintenance"):
-                await cp.redeploy_wave(tag, ["alpha"], dry_run=False, still_needed=all_needed)
+                await cp.redeploy_wave(tag, ["alpha"], dry_run=False)
         assert len(sb.state.cp_calls) == 1 and sb.state.writes == []
 
 
@@ -349,8 +345,10 @@ async def test_sandbox_leaky_error_rows_and_bodies_never_leave_unredacted() -> N
         overlay = sb.overlay  # the run's settings hold both tokens as Secrets
         tag = f"staging-{w.deploy_sha[:7]}"
         async with CPClient(sb.cp_url, overlay["cp_token"], read_timeout=5.0, retry_backoff=0) as cp:
-            answer = await cp.redeploy_wave(tag, ["alpha", "bravo"], dry_run=False, still_needed=all_needed)
-        assert answer.attempts == 2  # the leaky 502 body was retried past, never parsed or shown
+            with pytest.raises(CPUnavailable) as caught:  # the leaky 502 body is never parsed or shown
+                await cp.redeploy_wave(tag, ["alpha", "bravo"], dry_run=False)
+            assert leaky_text(w) not in caught.value.message
+            answer = await cp.redeploy_wave(tag, ["bravo"], dry_run=False)
         bravo = next(r for r in answer.rows if r.slug == "bravo")
         assert bravo.healthz_ok is False and bravo.error
         everything = repr(answer)

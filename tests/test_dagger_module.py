@@ -421,7 +421,7 @@ def test_a_passing_verb_returns_the_clis_result_as_json(
     ledger = str(tmp_path / "ledger.jsonl")
 
     result = json.loads(call_function("deploy_production", source=NoConfig(), sandbox=True, ledger=ledger))
-    assert result["ok"] is True and result["outcome"] == "done" and result["exit_code"] == 0
+    assert result["ok"] is True and result["outcome"] == "deployed" and result["exit_code"] == 0
     assert result["changed"] and not result["stragglers"]
     assert Path(ledger).read_text(encoding="utf-8").count('"event": "done"') == 1
 

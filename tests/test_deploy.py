@@ -205,3 +205,38 @@ async def test_exit_codes_through_the_real_cli(tmp_path: Path) -> None:
     deploy = results["deploy"][2]
     marks = [deploy.index(n) for n in CLI_CASES[0][3]]
     assert marks == sorted(marks)
+
+
+async def test_sigterm_while_waiting_for_the_gates_is_one_interrupted_done(tmp_path: Path) -> None:
+    import signal
+
+    ledger = tmp_path / "ledger.jsonl"
+    async with serve("gates-pending") as sb:
+        env = {**os.environ, **sb.env(), "FLEETGATE_LEDGER": str(ledger), "CI_STATUS_POLL_INTERVAL_SECONDS": "30"}
+        process = await anyio.open_process([sys.executable, "-m", "pipelines", "deploy-production", "--json"],
+                                           env=env)
+        try:
+            with anyio.fail_after(20):
+                while not sb.state.requests_to("gitea", "GET", f"/commits/{sb.state.deploy_sha}/status"):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                code = await process.wait()
+            assert process.stdout is not None and process.stderr is not None
+            stdout, stderr = await read_all(process.stdout), await read_all(process.stderr)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
+    assert code == 1 and "Traceback" not in stderr
+    (done,) = [e for e in read_ledger(ledger) if e["event"] == "done"]
+    assert done["outcome"] == "interrupted" and done["exit_code"] == 1 and done["step"] == "wait-gates"
+    assert json.loads(stdout)["outcome"] == "interrupted"
+    assert sb.state.cp_calls == []
+
+
+async def read_all(stream: anyio.abc.ByteReceiveStream) -> str:
+    data = bytearray()
+    async for chunk in stream:
+        data.extend(chunk)
+    return data.decode()

@@ -94,10 +94,13 @@ def test_read_ledger_of_a_missing_file_is_empty(tmp_path: Path) -> None:
 
 
 def test_run_id_from_actions_or_random() -> None:
-    assert new_run_id({"GITHUB_RUN_ID": "4711", "GITHUB_RUN_ATTEMPT": "2"}) == "4711-2"
-    assert new_run_id({"GITHUB_RUN_ID": "4711"}) == "4711-1"
-    assert new_run_id({"GITHUB_RUN_ID": "4711", "GITHUB_JOB": "deploy"}) == "4711-1-deploy"
-    assert new_run_id({"GITHUB_RUN_ID": "4711", "GITHUB_JOB": "a b;c"}) == "4711-1"
+    assert re.fullmatch(r"4711-2-[0-9a-f]{8}", new_run_id({"GITHUB_RUN_ID": "4711", "GITHUB_RUN_ATTEMPT": "2"}))
+    assert re.fullmatch(r"4711-1-[0-9a-f]{8}", new_run_id({"GITHUB_RUN_ID": "4711"}))
+    assert re.fullmatch(r"4711-1-deploy-[0-9a-f]{8}", new_run_id({"GITHUB_RUN_ID": "4711", "GITHUB_JOB": "deploy"}))
+    assert re.fullmatch(r"4711-1-[0-9a-f]{8}", new_run_id({"GITHUB_RUN_ID": "4711", "GITHUB_JOB": "a b;c"}))
+    # two processes of the same job never share a run id, so never a lease
+    same = {"GITHUB_RUN_ID": "4711", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "deploy"}
+    assert new_run_id(same) != new_run_id(same)
     local = new_run_id({})
     assert re.fullmatch(r"local-[0-9a-f]{12}", local) and local != new_run_id({})
     assert new_run_id({"GITHUB_RUN_ID": "4711; rm -rf /"}).startswith("local-")

@@ -18,7 +18,8 @@ from pipelines.errors import ExitCode, FleetgateError
 from pipelines.lease import LEASE_VARIABLE
 from pipelines.ledger import read_ledger
 from pipelines.output import Output
-from pipelines.rollout import plan_waves, rollout
+from pipelines.rollout import rollout
+from pipelines.rollout.policy import plan_slices
 from pipelines.sandbox import Sandbox, serve
 from pipelines.sandbox.world import CP_TOKEN, GITEA_TOKEN, fake_sha
 from pipelines.settings import Settings, resolve
@@ -91,7 +92,7 @@ async def test_canary_alone_first_then_waves_within_the_batch_size(tmp_path: Pat
             assert "canary_slug" not in body
         assert sb.state.tenant_shas() == dict.fromkeys(ALL, C2)
         assert sb.state.get_variable(LEASE_VARIABLE) is None
-        assert run.result is not None and run.result["outcome"] == "done"
+        assert run.result is not None and run.result["outcome"] == "deployed"
         assert [w["kind"] for w in run.result["waves"]] == ["canary", "wave", "wave", "wave"]
 
 
@@ -360,14 +361,14 @@ async def test_a_rerun_skips_tenants_already_on_the_sha(tmp_path: Path) -> None:
         assert "canary alpha already reports" in run.stderr
         again = await do_rollout(sb, tmp_path)
         assert again.exit_code == 0
-        assert again.result is not None and again.result["outcome"] == "nothing to do"
+        assert again.result is not None and again.result["outcome"] == "nothing-to-do"
         assert len(sb.state.writes) == 1
 
 
 async def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
     async with serve() as sb:
         run = await do_rollout(sb, tmp_path, dry_run=True)
-        assert run.exit_code == 0 and run.result is not None and run.result["outcome"] == "dry run"
+        assert run.exit_code == 0 and run.result is not None and run.result["outcome"] == "dry-run"
         assert sb.state.writes == []
         assert all(c.body["dry_run"] is True for c in sb.state.cp_calls)
         assert [c["only_slugs"] for c in wave_calls(sb)] == [["alpha"], ALL[1:4], ALL[4:7]]
@@ -429,8 +430,7 @@ async def test_sigterm_mid_run_releases_the_lease(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- planning
 
 
-def test_plan_waves() -> None:
-    waves = plan_waves(["a", "b", "c", "d", "e"], "c", 2)
-    assert [(w.slugs, w.canary) for w in waves] == [(["c"], True), (["a", "b"], False), (["d", "e"], False)]
-    assert [w.slugs for w in plan_waves(["a", "b", "c"], None, 5)] == [["a", "b", "c"]]
-    assert [w.slugs for w in plan_waves(["b"], "a", 1)] == [["b"]]  # canary already done: no canary wave
+def test_plan_slices() -> None:
+    assert plan_slices(["a", "b", "c", "d", "e"], "c", 2) == [(["c"], True), (["a", "b"], False), (["d", "e"], False)]
+    assert plan_slices(["a", "b", "c"], None, 5) == [(["a", "b", "c"], False)]
+    assert plan_slices(["b"], "a", 1) == [(["b"], False)]  # canary already done: no canary wave
