@@ -97,7 +97,7 @@ async def test_rejected_run_rolls_the_canary_back_with_on_failure_rollback(tmp_p
         run = await deploy(sb, tmp_path, approve_after_canary=True, on_failure="rollback")
         shas = sb.state.tenant_shas()
         old = sb.state.tenants["bravo"].sha
-    assert run.exit_code == 1 and run.report["outcome"] == "rolled back"
+    assert run.exit_code == 1 and run.report["outcome"] == "rolled-back"
     assert shas["alpha"] == old  # the canary is back on what it ran
 
 
