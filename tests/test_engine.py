@@ -230,8 +230,9 @@ async def test_json_summary_and_done_come_from_one_object(tmp_path: Path, monkey
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     world = World()
     run = await go(tmp_path, world=world, tenants=FakeTenants(world, stuck=["delta"]), max_stragglers=1)
-    done = {k: v for k, v in run.done.items() if k not in ("ts", "event")}
+    done = {k: v for k, v in run.done.items() if k not in ("ts", "event", "result")}
     assert {k: v for k, v in run.result.items() if k not in ("ok", "ledger")} == done
+    assert run.done["result"] == run.result  # what `fleetgate report` renders is what was printed
     assert run.result["stragglers"] == ["delta"]
     text = summary.read_text()
     assert "**Stragglers (1)**: delta" in text and "| delta |" in text

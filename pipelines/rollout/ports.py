@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -104,6 +105,11 @@ class LeaseLedger:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.last_lease: dict[str, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        """The ledger's file (the lease reads what it says about a holder)."""
+        return self.ledger.path
 
     def record(self, event: str, **facts: Any) -> object:
         line = self.ledger.record(event, **facts)
