@@ -238,6 +238,10 @@ class BuildinfoReader:
         except BadJSON:
             return reading("invalid", "not JSON")
         git_sha = data.get("git_sha") if isinstance(data, dict) else None
+        if isinstance(git_sha, str) and SHA_RE.match(git_sha.lower()) and git_sha != git_sha.lower():
+            # Not "exactly the SHA", so never verified; but kept, so the stand-down rule still sees a
+            # newer commit a tenant reports in upper case (policy.normal_sha lowers it).
+            return reading("invalid", "git_sha is not lower-case hex", seen=git_sha)
         if not isinstance(git_sha, str) or not SHA_RE.match(git_sha):
             shown = redact(repr(git_sha), limit=60) if isinstance(data, dict) else "not an object"
             return reading("invalid", f"git_sha is not a 40-hex SHA: {shown}")

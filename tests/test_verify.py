@@ -26,6 +26,7 @@ from pipelines.verify import BuildinfoReader, Reading, drift_report, only_slugs,
 
 SHA = "c" * 40
 OLD = "0" * 40
+NEWER = "ABCDEF" + "1" * 34  # a valid SHA, in upper case
 
 
 def settings_for(overlay: dict[str, Any], **flags: Any) -> Settings:
@@ -470,3 +471,11 @@ def test_drift_report_counts_by_sha_and_verdict() -> None:
     assert (report["ok"], report["total"], report["verified"], report["drift"]) == (False, 4, 2, 2)
     assert list(report["tenants"]) == ["a", "b", "c", "d"]
     assert drift_report({})["ok"] is False  # zero tenants prove nothing
+
+
+@pytest.mark.anyio
+async def test_an_upper_case_sha_is_never_verified_but_is_kept_for_the_stand_down_rule() -> None:
+    async with tenants(answer(body={"git_sha": NEWER})) as server:
+        reading = (await server.reader().read(["acme"], SHA))["acme"]
+    assert reading.verdict == "invalid" and not reading.verified
+    assert reading.seen == NEWER  # policy.normal_sha lowers it; a newer commit there stands the run down
