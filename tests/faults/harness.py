@@ -29,6 +29,7 @@ CRASHED = 99  # what the harness records when run_verb raised instead of returni
 OUTCOME_CODES = {"deployed": 0, "nothing-to-do": 0, "dry-run": 0, "disabled": 3, "stood-down": 5,
                  "halted": 4, "failed": 1, "rolled-back": 1, "interrupted": 1}
 _INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+_TENANT_PATH = re.compile(r"/t/t[0-9]+/[A-Za-z0-9_./-]*")  # listed slugs are t0..t9; anything else is hostile
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 
@@ -64,7 +65,14 @@ class Run:
         return self.case.world
 
     def outputs(self) -> dict[str, str]:
-        return {"stdout": self.stdout, "stderr": self.stderr, "ledger": self.ledger_text, "summary": self.summary}
+        """Every place a token could surface, JSON ones also decoded (a `\\u200b` escape is the character)."""
+        decoded_stdout = []
+        for line in self.stdout.splitlines():
+            with contextlib.suppress(ValueError):
+                decoded_stdout.append(json.dumps(json.loads(line), ensure_ascii=False))
+        return {"stdout": self.stdout, "stderr": self.stderr, "ledger": self.ledger_text, "summary": self.summary,
+                "--json (decoded)": "\n".join(decoded_stdout),
+                "ledger (decoded)": "\n".join(json.dumps(e, ensure_ascii=False) for e in self.ledger)}
 
     def done(self) -> list[dict[str, Any]]:
         return [e for e in self.ledger if e.get("event") == "done"]
@@ -222,6 +230,9 @@ def i1_verified_fleet(run: Run) -> None:
         value = source.get("stragglers")
         if isinstance(value, list):
             named.update(str(v) for v in value)
+        tenants = source.get("tenants")
+        if isinstance(tenants, dict):  # a per-tenant verdict other than verified names it as well
+            named.update(str(k) for k, v in tenants.items() if isinstance(v, dict) and v.get("verdict") != "verified")
     off = sorted(s for s in listed | written if w.tenants.get(s) != w.target)
     unnamed = [s for s in off if s not in named]
     if unnamed:
@@ -252,6 +263,8 @@ def i2_no_write_past_the_switch(run: Run) -> None:
     """No CP write after an engaged or failed kill-switch read; every write has a fresh `off` read and
     a renewed lease since the previous write."""
     if run.case.dry_run:
+        if writes(run):
+            _fail("I2", "a dry run made a real CP write", run)
         return
     last_read: str | None = None
     engaged_seen = False
@@ -297,8 +310,11 @@ def i3_no_token_anywhere(run: Run) -> None:
     for where, text in run.outputs().items():
         if leaked := _leaks(text, tokens):
             _fail("I3", f"a token form reached {where}: {leaked[:2]}", run)
-    if BIDI in run.summary or "![" in run.summary or "<img" in run.summary:
-        _fail("I3", "server text reached the step summary unescaped (bidi, image or HTML)", run)
+    if "![" in run.summary or "<img" in run.summary or "](http" in run.summary:
+        _fail("I3", "server text reached the step summary unescaped (link, image or HTML)", run)
+    for where, text in run.outputs().items():
+        if BIDI in text:
+            _fail("I3", f"a bidi override from a server reached {where}", run)
 
 
 def i4_tokens_to_their_origin(run: Run) -> None:
@@ -310,6 +326,8 @@ def i4_tokens_to_their_origin(run: Run) -> None:
             _fail("I4", f"a request reached the {req.role}: {req.method} {req.target}", run)
         if req.role == "tenants" and "authorization" in req.headers:
             _fail("I4", "an Authorization header was sent to a tenant", run)
+        if req.role == "tenants" and not _TENANT_PATH.fullmatch(req.path):
+            _fail("I4", f"a tenant URL outside the listed slugs was requested: {req.target!r}", run)
         foreign = {"gitea": cp_forms, "cp": gitea_forms, "tenants": gitea_forms + cp_forms}[req.role]
         if any(f in text for f in foreign):
             _fail("I4", f"a foreign token reached {req.role}: {req.method} {req.path}", run)
@@ -375,6 +393,8 @@ def i5_contract_ending(run: Run) -> None:
         _fail("I5", "`deployed` without a CP write", run)
     if word == "dry-run" and wrote:
         _fail("I5", "`dry-run` with a real CP write", run)
+    if w.hostile_slug is not None and any(e[0] == "listed" for e in w.log) and code == 0:
+        _fail("I5", f"the CP listed a hostile slug {w.hostile_slug!r} yet exit 0", run)
     if any(e[0] == "refused" for e in w.log) and code == 0:
         _fail("I5", "the CP refused (ok: false) yet exit 0", run)
 
