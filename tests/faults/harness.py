@@ -176,10 +176,11 @@ def run_subprocess(fakes: Fakes, case: Case, tmp: Path, *, sig: int = signal.SIG
     config.write_text(case.config, "utf-8")
     env = _environment({**base_env(fakes, case.world, tmp, case.proxies), **case.env})
     script = Path(sys.executable).with_name("fleetgate")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pipelines"]
     case.world.signal_num = sig
     with fakes.lock:
         fakes.world = case.world
-        child = subprocess.Popen([str(script), case.verb, "--json", "--config", str(config)], env=env,
+        child = subprocess.Popen([*command, case.verb, "--json", "--config", str(config)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         case.world.signal_pid = child.pid
     try:
