@@ -429,12 +429,6 @@ class World:
 # ---------------------------------------------------------------- the server
 
 
-def reader_eof(writer: asyncio.StreamWriter) -> bool:
-    """The peer hung up (a client that gave up on a drip closes its socket)."""
-    transport = writer.transport
-    return transport.is_closing()
-
-
 class Fakes:
     """The five listeners in one background event loop; `world` is swapped per example."""
 
@@ -447,6 +441,8 @@ class Fakes:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, daemon=True, name="fault-fakes")
         self.lock = threading.Lock()
+        self._drips = 0
+        self._drips_done = threading.Condition()
 
     def url(self, role: str) -> str:
         return f"http://127.0.0.1:{self.ports[role]}"
@@ -488,7 +484,7 @@ class Fakes:
                         answer = world.handle(req)
                 if answer.close:
                     return
-                await self._write(writer, answer, world)
+                await self._write(reader, writer, answer, world)
                 if req.headers.get("connection", "").lower() == "close":
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
@@ -518,8 +514,13 @@ class Fakes:
                 body += chunk[:-2]
         return Request(role, method, target, headers, body)
 
-    @staticmethod
-    async def _write(writer: asyncio.StreamWriter, answer: Answer, world: World | None) -> None:
+    def quiesce(self, timeout: float = 30.0) -> None:
+        """Wait until no drip is in flight, so what a drip saw (abandoned or not) is settled."""
+        with self._drips_done:
+            self._drips_done.wait_for(lambda: self._drips == 0, timeout)
+
+    async def _write(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Answer,
+                     world: World | None) -> None:
         reason = {200: "OK", 201: "Created", 204: "No Content", 302: "Found", 307: "Temporary Redirect"}.get(
             answer.status, "Status")
         body = b"" if answer.status == 204 else answer.body
@@ -531,18 +532,22 @@ class Fakes:
             await writer.drain()
             return
         await writer.drain()
-        for i in range(len(body)):
-            if writer.is_closing() or writer.transport.get_extra_info("socket") is None:
-                break
-            try:
+        with self._drips_done:
+            self._drips += 1
+        try:
+            for i in range(len(body)):
+                if reader.at_eof() or writer.is_closing():  # the client hung up mid-drip
+                    if world is not None:
+                        world.drip_abandoned += 1
+                    return
                 writer.write(body[i:i + 1])
                 await writer.drain()
-            except ConnectionError:
-                if world is not None:
-                    world.drip_abandoned += 1
-                raise
-            await asyncio.sleep(answer.drip)
-            if reader_eof(writer):
-                if world is not None:
-                    world.drip_abandoned += 1
-                return
+                await asyncio.sleep(answer.drip)
+        except ConnectionError:
+            if world is not None:
+                world.drip_abandoned += 1
+            raise
+        finally:
+            with self._drips_done:
+                self._drips -= 1
+                self._drips_done.notify_all()

@@ -103,6 +103,7 @@ def test_a_dripping_tenant_is_abandoned_at_the_verify_deadline(fakes: Fakes, scr
     # to its end byte by byte (each byte would reset a plain read timeout)
     w = world(tenant_faults={("t0", 0): "slow-drip"})
     run = run_in_process(fakes, Case(w, proxies=False), scratch / "c7c")
+    fakes.quiesce()
     check(run)
     assert run.world.drip_abandoned >= 1
 
