@@ -17,6 +17,7 @@ _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, Hea
                                                         HealthCheck.function_scoped_fixture]}
 settings.register_profile("faults-ci", max_examples=300, **_COMMON)  # type: ignore[arg-type]
 settings.register_profile("faults-deep", max_examples=3000, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile("deep", max_examples=3000, **_COMMON)  # type: ignore[arg-type]  # --hypothesis-profile deep
 
 
 def fault_profile() -> settings:
