@@ -9,6 +9,7 @@ fleetgate internal beyond the CLI entry, so a rewrite of the engine is judged by
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import os
@@ -142,10 +143,17 @@ def _fresh(tmp: Path) -> None:
         (tmp / name).unlink(missing_ok=True)
 
 
+def _run_verb(verb: str, params: dict[str, Any], env: dict[str, str]) -> int:
+    """`pipelines.cli.run_verb`, whether it still takes the verb's `module:function` target or not."""
+    from pipelines import cli
+
+    if "target" in inspect.signature(cli.run_verb).parameters:
+        return int(cli.run_verb(verb, cli.VERBS[verb][0], params, env))  # type: ignore[attr-defined]
+    return int(cli.run_verb(verb, params, env))
+
+
 def run_in_process(fakes: Fakes, case: Case, tmp: Path) -> Run:
     """`run_verb` in this process, with os.environ replaced by the case's environment for the call."""
-    from pipelines.cli import VERBS, run_verb
-
     _fresh(tmp)
     config = tmp / "fleetgate.toml"
     config.write_text(case.config, "utf-8")
@@ -158,7 +166,7 @@ def run_in_process(fakes: Fakes, case: Case, tmp: Path) -> Run:
         with mock.patch.dict(os.environ, env, clear=True), contextlib.redirect_stdout(out), \
                 contextlib.redirect_stderr(err):
             try:
-                code = run_verb(case.verb, VERBS[case.verb][0], {"json_mode": True, "config_path": config}, env)
+                code = _run_verb(case.verb, {"json_mode": True, "config_path": config}, env)
             except BaseException:  # a crash is a finding: the console script would print this
                 traceback.print_exc()
                 code = CRASHED
