@@ -275,6 +275,8 @@ def i2_no_write_past_the_switch(run: Run) -> None:
         if writes(run):
             _fail("I2", "a dry run made a real CP write", run)
         return
+    if run.world.foreign_lease and writes(run) and run.case.env.get("FLEETGATE_USE_LEASE") != "false":
+        _fail("I2", "a CP write while another run held the lease", run)
     last_read: str | None = None
     engaged_seen = False
     lease_since_write = False

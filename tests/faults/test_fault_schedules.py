@@ -10,6 +10,7 @@ lying totals, upper-case descendants, TOML tables.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,14 @@ def cases(draw: st.DrawFn, fakes: Fakes) -> Case:
         signal_at=draw(st.one_of(*[st.none()] * 6, st.sampled_from([("lease", 0), ("cp_list", 0)]), st.tuples(
             st.sampled_from(["cp_write", "kill", "tenant", "status"]), st.integers(0, 2)))),
     )
+    lease_shape = draw(st.sampled_from(["free"] * 8 + ["held", "expired", "garbage"]))
+    if lease_shape == "held":  # another run's live lease: this run must not write (lease wait is 0)
+        world.lease = json.dumps({"run": "other-run-77", "sha": target, "expires": "2099-01-01T00:00:00Z"})
+    elif lease_shape == "expired":  # broken (with a ledger record), then taken
+        world.lease = json.dumps({"run": "other-run-77", "sha": old, "expires": "2001-01-01T00:00:00Z"})
+    elif lease_shape == "garbage":  # not ours, never expires: treated as held
+        world.lease = "{not json"
+    world.foreign_lease = lease_shape in ("held", "garbage")
     max_stragglers = draw(st.integers(0, 2))
     dry_run = draw(st.integers(0, 9)) == 0
     env = {
