@@ -147,6 +147,7 @@ class World:
     kill: str | None = None  # the variable's data; None = absent (404)
     lease: str | None = None
     foreign_lease: bool = False  # another run holds a live lease when the run starts
+    initial_lease: str | None = None
     statuses: list[dict[str, Any]] = field(default_factory=list)  # for the target SHA
     lying_total: bool = False  # X-Total-Count says one page when there are two
     upper_report: set[str] = field(default_factory=set)  # tenants that report their SHA in upper case

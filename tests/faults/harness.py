@@ -277,6 +277,8 @@ def i2_no_write_past_the_switch(run: Run) -> None:
         return
     if run.world.foreign_lease and writes(run) and run.case.env.get("FLEETGATE_USE_LEASE") != "false":
         _fail("I2", "a CP write while another run held the lease", run)
+    if run.world.foreign_lease and run.world.lease != run.world.initial_lease:
+        _fail("I2", "another run's live lease was replaced or deleted", run)
     last_read: str | None = None
     engaged_seen = False
     lease_since_write = False

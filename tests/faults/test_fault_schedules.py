@@ -115,6 +115,7 @@ def cases(draw: st.DrawFn, fakes: Fakes) -> Case:
     elif lease_shape == "garbage":  # not ours, never expires: treated as held
         world.lease = "{not json"
     world.foreign_lease = lease_shape in ("held", "garbage")
+    world.initial_lease = world.lease
     max_stragglers = draw(st.integers(0, 2))
     dry_run = draw(st.integers(0, 9)) == 0
     env = {
