@@ -230,6 +230,7 @@ class World:
             if not known:
                 return Answer.of({"message": "repo not found"}, 404)
             self.repo_ok = True
+            self.log.append(("repo_ok",))
             return Answer.of({"id": 7, "name": name, "full_name": f"{owner}/{name}",
                               "owner": {"login": owner}, "permissions": {"admin": False, "push": True}})
         var = re.fullmatch(r"/actions/variables/([^/]+)", rest)
@@ -270,7 +271,8 @@ class World:
                 self.log.append(("kill_read", "failed"))  # every path of a misspelt repo is 404
                 return Answer.of({"message": "not found"}, 404)
             if self.kill is None:
-                self.log.append(("kill_read", "off" if self.repo_ok else "failed"))
+                # off only once the repository itself answered 200 in this run (before the next write)
+                self.log.append(("kill_read", "off-404"))
                 return Answer.of({"message": "variable not found"}, 404)
             engaged = self.kill.strip().lower() not in ("", "0", "false", "no", "off", "enabled", "enable")
             self.log.append(("kill_read", "engaged" if engaged else "off"))

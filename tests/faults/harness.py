@@ -223,7 +223,10 @@ def writes(run: Run) -> list[tuple[list[str], str]]:
 
 
 def kill_reads(run: Run) -> list[str]:
-    return [e[1] for e in run.world.log if e[0] == "kill_read"]
+    """Each kill-switch read as off, engaged or failed; a 404 is off only if the repository answered 200."""
+    repo_ok = any(e[0] == "repo_ok" for e in run.world.log)
+    return [("off" if repo_ok else "failed") if e[1] == "off-404" else e[1]
+            for e in run.world.log if e[0] == "kill_read"]
 
 
 def i1_verified_fleet(run: Run) -> None:
@@ -283,9 +286,12 @@ def i2_no_write_past_the_switch(run: Run) -> None:
     engaged_seen = False
     lease_since_write = False
     uses_lease = run.case.env.get("FLEETGATE_USE_LEASE", "true") != "false"
+    repo_ok = False
     for event in run.world.log:
         kind = event[0]
-        if kind == "kill_read":
+        if kind == "repo_ok":
+            repo_ok = True
+        elif kind == "kill_read":
             last_read = event[1]
             engaged_seen = engaged_seen or event[1] == "engaged"
         elif kind == "lease_ok" and event[1] in ("POST", "PUT"):
@@ -293,6 +299,8 @@ def i2_no_write_past_the_switch(run: Run) -> None:
         elif kind == "write":
             if engaged_seen:
                 _fail("I2", f"CP write {event[1]} after an engaged kill-switch read", run)
+            if last_read == "off-404" and repo_ok:
+                last_read = "off"
             if last_read != "off":
                 _fail("I2", f"CP write {event[1]} whose last kill-switch read was {last_read!r}", run)
             if uses_lease and not lease_since_write:
