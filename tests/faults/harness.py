@@ -302,7 +302,8 @@ def i2_no_write_past_the_switch(run: Run) -> None:
             if last_read == "off-404" and repo_ok:
                 last_read = "off"
             if last_read != "off":
-                _fail("I2", f"CP write {event[1]} whose last kill-switch read was {last_read!r}", run)
+                said = "a 404 before the repository answered 200" if last_read == "off-404" else repr(last_read)
+                _fail("I2", f"CP write {event[1]} whose last kill-switch read was {said}", run)
             if uses_lease and not lease_since_write:
                 _fail("I2", f"CP write {event[1]} without a lease taken or renewed since the last write", run)
             last_read = None
