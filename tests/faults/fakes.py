@@ -427,6 +427,7 @@ class World:
             sha = self.old.get(slug, sha)
         if slug in self.upper_report:
             sha = sha.upper()
+        self.log.append(("tenant_read", slug, sha))
         return Answer.of({"git_sha": sha, "built_at": "2026-12-01T00:00:00Z"})
 
 

@@ -251,12 +251,24 @@ def i1_verified_fleet(run: Run) -> None:
         _fail("I1", f"exit 0 but {unnamed} do not run {w.target[:12]} and are not named stragglers", run)
     if len(off) > run.case.max_stragglers:
         _fail("I1", f"exit 0 with {len(off)} tenants off the SHA, budget {run.case.max_stragglers}", run)
-    if run.case.newer_running:
-        _fail("I1", f"exit 0 although {run.case.newer_running} already ran a descendant of the SHA", run)
+    if seen := newer_seen_before_writing(run):
+        _fail("I1", f"exit 0 although {seen} answered a descendant of the SHA before the first write", run)
     if run.case.head_supersedes and writes(run):  # with nothing to write, "nothing to do" is as true
         _fail("I1", "exit 0 after writes although the branch head is a green descendant of the SHA", run)
     if run.case.verb == "deploy-production" and not gates_truly_green(w):
         _fail("I1", "exit 0 although the required context is not success on the SHA", run)
+
+
+def newer_seen_before_writing(run: Run) -> list[str]:
+    """Tenants that told the run (a clean `/buildinfo` answer) they run a descendant, before its first write.
+    One whose every read failed could not be known: deploying over it is not a stand-down failure."""
+    seen: list[str] = []
+    for event in run.world.log:
+        if event[0] == "write":
+            break
+        if event[0] == "tenant_read" and event[1] in run.case.newer_running and event[1] not in seen:
+            seen.append(event[1])
+    return seen
 
 
 def gates_truly_green(w: World) -> bool:
