@@ -114,6 +114,8 @@ def cases(draw: st.DrawFn, fakes: Fakes) -> Case:
         signal_at=draw(st.one_of(*[st.none()] * 6, st.sampled_from([("lease", 0), ("cp_list", 0)]), st.tuples(
             st.sampled_from(["cp_write", "kill", "tenant", "status"]), st.integers(0, 2)))),
     )
+    if world.drop_from_second_listing is not None and draw(st.booleans()):
+        world.stuck.add(world.drop_from_second_listing)  # written, never moved, then no longer listed
     lease_shape = draw(st.sampled_from(["free"] * 8 + ["held", "expired", "garbage"]))
     if lease_shape == "held":  # another run's live lease: this run must not write (lease wait is 0)
         world.lease = json.dumps({"run": "other-run-77", "sha": target, "expires": "2099-01-01T00:00:00Z"})
