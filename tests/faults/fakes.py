@@ -64,6 +64,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     drip: float = 0.0  # seconds between body bytes
     close: bool = False  # hang up without answering
+    delay: float = 0.0  # seconds before the answer (after a signal: the run is cancelled with it in flight)
 
     @staticmethod
     def of(obj: Any, status: int = 200, **headers: str) -> Answer:
@@ -202,6 +203,13 @@ class World:
     # ------------------------------------------------------------ dispatch
     def handle(self, req: Request) -> Answer:
         self.requests.append(req)
+        signalled = self.signalled
+        answer = self._route(req)
+        if self.signalled and not signalled:
+            answer.delay = 0.2  # the server finishes the work; its answer comes after the signal
+        return answer
+
+    def _route(self, req: Request) -> Answer:
         if req.role == "gitea":
             return self.gitea(req)
         if req.role == "cp":
@@ -528,6 +536,8 @@ class Fakes:
                      world: World | None) -> None:
         reason = {200: "OK", 201: "Created", 204: "No Content", 302: "Found", 307: "Temporary Redirect"}.get(
             answer.status, "Status")
+        if answer.delay > 0:
+            await asyncio.sleep(answer.delay)
         body = b"" if answer.status == 204 else answer.body
         head = f"HTTP/1.1 {answer.status} {reason}\r\nContent-Length: {len(body)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in answer.headers.items()) + "\r\n"
