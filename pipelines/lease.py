@@ -170,7 +170,14 @@ class Lease:
             if quick_retries > MAX_QUICK_RETRIES:
                 raise Failed(f"lease {LEASE_VARIABLE}: Gitea refused to create it {quick_retries} times "
                              "without anyone holding it; giving up")
-            if await self.gitea.create_variable(LEASE_VARIABLE, self._value()):
+            try:
+                created = await self.gitea.create_variable(LEASE_VARIABLE, self._value())
+            except anyio.get_cancelled_exc_class():
+                # Cancelled (a signal) with the create in flight: it may have landed. `release` re-reads
+                # the variable and deletes it only if it is ours.
+                self.held = True
+                raise
+            if created:
                 self.held = True
                 self._record("taken", run=self.run_id, sha=self.sha, ttl_seconds=self.ttl)
                 self.out.ok(f"lease {LEASE_VARIABLE} taken by run {self.run_id} (ttl {self.ttl:g}s)")
