@@ -12,6 +12,9 @@ from faults.fakes import CONTEXT, Fakes, World
 from faults.harness import Case, check, run_in_process, run_subprocess, writes
 
 OLD, TARGET, NEWER = "1" * 40, "2" * 40, "3" * 40
+# Where an example asserts an outcome, tenants get a generous verify budget: on a loaded machine the
+# schedules' 0.15 s may run out first (a verified tenant ends the wait at once; only stuck ones use it all).
+ROOMY = {"PROD_AUTO_DEPLOY_VERIFY_TIMEOUT_SECONDS": "5"}
 
 
 def world(**changes: object) -> World:
@@ -24,7 +27,7 @@ def world(**changes: object) -> World:
 
 
 def test_a_clean_fleet_deploys_and_verifies(fakes: Fakes, scratch: Path) -> None:
-    run = run_in_process(fakes, Case(world(), proxies=False), scratch / "happy")
+    run = run_in_process(fakes, Case(world(), env=ROOMY, proxies=False), scratch / "happy")
     check(run)
     assert run.code == 0, run.stderr
     assert run.world.tenants == {"t0": TARGET, "t1": TARGET, "t2": TARGET}
@@ -34,7 +37,7 @@ def test_a_clean_fleet_deploys_and_verifies(fakes: Fakes, scratch: Path) -> None
 def test_a_502_on_a_wave_with_the_switch_engaged_is_not_written_again(fakes: Fakes, scratch: Path) -> None:
     # class 1: the CP did the canary, the gateway answered 502, the switch was engaged meanwhile
     w = world(faults={("cp_write", 0): "applied-502"}, flip_after_write=0)
-    run = run_in_process(fakes, Case(w, proxies=False), scratch / "c1")
+    run = run_in_process(fakes, Case(w, env=ROOMY, proxies=False), scratch / "c1")
     check(run)
     assert len(writes(run)) == 1
     assert run.code == 4
@@ -44,7 +47,7 @@ def test_a_tenant_missing_from_the_second_listing_is_still_judged(fakes: Fakes, 
     # class 8: t2 is written, stays on the old SHA (a straggler within the budget of 1), and the final
     # listing no longer names it: exit 0 only with t2 named (I1), or a failure
     w = world(stuck={"t2"}, drop_from_second_listing="t2")
-    case = Case(w, verb="deploy-production", env={"PROD_AUTO_DEPLOY_MAX_STRAGGLERS": "1"}, max_stragglers=1,
+    case = Case(w, verb="deploy-production", env={**ROOMY, "PROD_AUTO_DEPLOY_MAX_STRAGGLERS": "1"}, max_stragglers=1,
                 proxies=False)
     run = run_in_process(fakes, case, scratch / "c8a")
     check(run)
@@ -88,7 +91,7 @@ def test_a_misspelt_repository_never_reads_the_switch_as_off(fakes: Fakes, scrat
 
 def test_a_twin_job_with_the_same_run_ids_does_not_share_the_lease(fakes: Fakes, scratch: Path) -> None:
     # class 7: the first job's lease is still held (same GITHUB_RUN_ID/ATTEMPT/JOB); the twin must wait
-    first = run_in_process(fakes, Case(world(), proxies=False), scratch / "c7a")
+    first = run_in_process(fakes, Case(world(), env=ROOMY, proxies=False), scratch / "c7a")
     taken = [e[2] for e in first.world.log if e[0] == "lease_ok" and e[1] == "POST"]
     assert taken, first.stderr
     twin = world(lease=taken[0])
@@ -136,7 +139,7 @@ def test_the_live_switch_engaged_is_exit_3_for_assert_enabled(fakes: Fakes, scra
 
 def test_no_client_follows_the_environments_proxies(fakes: Fakes, scratch: Path) -> None:
     # class 6: every *_PROXY points at a recorder; nothing may reach it (I4), the run still deploys
-    run = run_in_process(fakes, Case(world(), verb="deploy-production"), scratch / "proxy")
+    run = run_in_process(fakes, Case(world(), verb="deploy-production", env=ROOMY), scratch / "proxy")
     check(run)
     assert run.code == 0
 
