@@ -73,6 +73,34 @@ async def test_the_watch_ticks_every_interval_and_reports_a_regressed_tenant() -
     assert reader.reads == [["alpha", "bravo"]] * 3
 
 
+class SlowReader(FakeReader):
+    """A read that takes 0.1 s of the fake clock per tenant."""
+
+    def __init__(self, clock: FakeClock, timeline: dict[str, list[str]]) -> None:
+        super().__init__(timeline)
+        self.clock = clock
+
+    async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]:
+        self.clock.t += 0.1 * len(slugs)
+        return await super().read(slugs, expected)
+
+
+async def test_the_last_tick_starts_early_by_what_a_tick_cost_so_the_soak_ends_on_time() -> None:
+    clock = FakeClock()
+    watch = SoakWatch(SlowReader(clock, {"alpha": [SHA], "bravo": [SHA]}), SHA, interval=5, clock=clock)
+
+    async def on_tick(tick: Tick) -> None:
+        assert not tick.regressed
+
+    start = clock.t
+    assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick) == 1
+    assert clock.t == pytest.approx(start + 1.2)  # the first soak cannot know what a read costs
+    start = clock.t
+    assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick) == 1
+    assert clock.t == pytest.approx(start + 1.0)  # the second ends on time: its tick began 0.2 s early
+    assert clock.sleeps[-1] == pytest.approx(0.8)
+
+
 async def test_a_raising_on_tick_stops_the_soak() -> None:
     clock = FakeClock()
     watch = SoakWatch(FakeReader({"alpha": [SHA, OLD]}), SHA, interval=1, clock=clock)
