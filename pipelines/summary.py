@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,33 @@ def short(sha: Any) -> str:
 
 def _list(values: Any) -> list[str]:
     return [str(v) for v in values] if isinstance(values, list | tuple | set) else []
+
+
+@dataclass(frozen=True)
+class WaveCells:
+    """One wave as every renderer shows it (step summary, report text and HTML): a wave that never ran
+    has no verified count, CP calls or seconds; `unverified` are the wave's tenants that did not verify
+    (stragglers within the budget when the wave passed, the reason it failed when it did not)."""
+
+    label: str
+    status: str
+    slugs: list[str]
+    verified: str
+    unverified: list[str]
+    calls: str
+    seconds: str
+
+
+def wave_cells(w: Mapping[str, Any]) -> WaveCells:
+    status = str(w.get("status") or "")
+    ran = status not in ("not started", "")
+    seconds = w.get("seconds")
+    return WaveCells(
+        label=f"{w.get('kind', 'wave')} {w.get('index', '?')}", status=status or "—", slugs=_list(w.get("slugs")),
+        verified=f"{len(_list(w.get('verified')))}/{len(_list(w.get('slugs')))}" if ran else "—",
+        unverified=_list(w.get("stragglers")) if ran else [],
+        calls=str(w.get("cp_attempts")) if ran and isinstance(w.get("cp_attempts"), int) else "—",
+        seconds=f"{seconds:.1f}" if ran and isinstance(seconds, int | float) else "—")
 
 
 def _names(values: Any, limit: int = 20) -> str:
@@ -97,20 +125,15 @@ def render(result: Mapping[str, Any]) -> str:
 
     waves = result.get("waves")
     if isinstance(waves, list) and waves:
-        lines += ["| wave | kind | tenants | status | verified | stragglers | CP calls | seconds |",
+        lines += ["| wave | kind | tenants | status | verified | unverified | CP calls | seconds |",
                   "|---:|---|---|---|---:|---|---:|---:|"]
         for w in waves:
             if not isinstance(w, Mapping):
                 continue
-            status = str(w.get("status") or "")
-            ran = status not in ("not started", "")
-            seconds = w.get("seconds")
-            secs = f"{seconds:.1f}" if ran and isinstance(seconds, int | float) else "—"
-            verified = f"{len(_list(w.get('verified')))}/{len(_list(w.get('slugs')))}" if ran else "—"
-            calls = str(w.get("cp_attempts")) if ran and isinstance(w.get("cp_attempts"), int) else "—"
+            c = wave_cells(w)
             lines.append(f"| {cell(w.get('index', '?'), 10)} | {cell(w.get('kind', 'wave'), 10)} | "
-                         f"{_names(w.get('slugs'), 10)} | {cell(status or '—', 20)} | {verified} | "
-                         f"{_names(w.get('stragglers'), 10)} | {calls} | {secs} |")
+                         f"{_names(c.slugs, 10)} | {cell(c.status, 20)} | {c.verified} | "
+                         f"{_names(c.unverified, 10)} | {c.calls} | {c.seconds} |")
         lines.append("")
 
     skipped = _list(result.get("skipped"))
@@ -118,9 +141,9 @@ def render(result: Mapping[str, Any]) -> str:
         lines += [f"**Already on the SHA, not written ({len(skipped)})**: {_names(skipped, 10)}", ""]
     stragglers = result.get("stragglers")
     if isinstance(stragglers, list | tuple) and stragglers:
-        lines += [f"**Stragglers ({len(stragglers)})**: {_names(stragglers, 50)}", ""]
+        lines += [f"**Stragglers within the budget ({len(stragglers)})**: {_names(stragglers, 50)}", ""]
     elif isinstance(stragglers, list | tuple):
-        lines += ["**Stragglers**: none", ""]
+        lines += ["**Stragglers within the budget**: none", ""]
     caught_up = _list(result.get("caught_up"))
     if caught_up:
         lines += [f"Wave stragglers that reported the SHA later: {_names(caught_up, 50)}", ""]

@@ -235,7 +235,7 @@ async def test_json_summary_and_done_come_from_one_object(tmp_path: Path, monkey
     assert run.done["result"] == run.result  # what `fleetgate report` renders is what was printed
     assert run.result["stragglers"] == ["delta"]
     text = summary.read_text()
-    assert "**Stragglers (1)**: delta" in text and "| delta |" in text
+    assert "**Stragglers within the budget (1)**: delta" in text and "| delta |" in text
 
 
 async def test_nothing_to_do_and_dry_run_have_their_words(tmp_path: Path) -> None:

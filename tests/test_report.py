@@ -53,9 +53,9 @@ def test_text_and_markdown_tell_the_run_from_its_own_facts(monkeypatch: pytest.M
     assert record is not None
     code, text, _ = report(monkeypatch, capsys)
     assert code == 0
-    assert f"run {record.run_id}" in text and "canary 0: verified 1/1" in text
+    assert f"run {record.run_id}" in text and "canary 0: verified, 1/1 verified" in text
     assert "canary: CP call ok" in text  # the CP call named by its wave's label
-    assert "stragglers: delta" in text  # the 4th tenant, as the run recorded it
+    assert "stragglers within the budget: delta" in text  # the 4th tenant, as the run recorded it
     code, md, _ = report(monkeypatch, capsys, "--format", "md", "--run", record.run_id[:10])
     assert code == 0 and md == render_summary(summary_result(record))  # what the step summary holds
     assert "delta" in md

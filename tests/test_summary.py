@@ -49,7 +49,7 @@ def test_summary_names_outcome_waves_stragglers_and_drift(tmp_path: Path) -> Non
     assert "| 1 | wave | beta, globex, initech | failed | 2/3 | globex | 2 | 12.0 |" in text
     # a wave that never ran says so: no "0/2", no seconds
     assert "| 2 | wave | hooli, umbrella | not started | — | — | — | — |" in text
-    assert "**Stragglers (1)**: globex" in text and "lease released" in text
+    assert "**Stragglers within the budget (1)**: globex" in text and "lease released" in text
     assert "**Already on the SHA, not written (1)**: zeta" in text
     assert "| `1234567` ← target | 3 |" in text and "| `7654321` | 1 |" in text
     assert "| globex | `7654321` | `7654321` | stale |" in text
@@ -77,7 +77,8 @@ def test_an_unwritable_summary_does_not_raise(tmp_path: Path) -> None:
 def test_a_sparse_or_odd_result_still_renders() -> None:
     text = render({"ok": True, "exit_code": 0, "sha": SHA, "dry_run": True, "waves": ["junk"],
                    "stragglers": [], "drift": {SHA: "x"}, "tenants": {"a": None}})
-    assert "fleetgate rollout: deployed" in text and "**dry run**" in text and "**Stragglers**: none" in text
+    assert "fleetgate rollout: deployed" in text and "**dry run**" in text
+    assert "**Stragglers within the budget**: none" in text
     assert render({}).startswith("## ❌ fleetgate rollout: failed")
 
 
@@ -96,4 +97,16 @@ def test_server_text_cannot_become_a_link_an_image_or_html() -> None:
 
 def test_stragglers_line_and_wave_table_agree_and_caught_up_is_named() -> None:
     text = render(result(stragglers=[], caught_up=["globex"]))
-    assert "**Stragglers**: none" in text and "reported the SHA later: globex" in text
+    assert "**Stragglers within the budget**: none" in text and "reported the SHA later: globex" in text
+
+
+def test_every_renderer_shows_a_wave_through_the_same_cells() -> None:
+    from pipelines.summary import wave_cells
+
+    failed = wave_cells({"index": 1, "kind": "wave", "status": "failed", "slugs": ["a", "b"], "verified": ["a"],
+                         "stragglers": ["b"], "cp_attempts": 1, "seconds": 3.0})
+    assert (failed.verified, failed.unverified, failed.calls, failed.seconds) == ("1/2", ["b"], "1", "3.0")
+    later = wave_cells({"index": 2, "kind": "wave", "status": "not started", "slugs": ["c", "d"], "verified": [],
+                        "stragglers": [], "cp_attempts": 0, "seconds": 0.0})
+    assert (later.status, later.verified, later.unverified, later.calls, later.seconds) == (
+        "not started", "—", [], "—", "—")  # never "0/2" for a wave that never ran

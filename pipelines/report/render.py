@@ -14,6 +14,7 @@ from pipelines.report.model import Timeline, events_table, summary_result, timel
 from pipelines.report.runs import RunRecord
 from pipelines.settings import SHA_RE
 from pipelines.summary import render as render_summary
+from pipelines.summary import wave_cells
 
 LANE_HEIGHT = 30
 LABEL_WIDTH = 150
@@ -47,12 +48,12 @@ def text(record: RunRecord) -> str:
     if waves:
         lines += ["", "waves:"]
         for w in waves:
-            lines.append(f"  {w.get('kind')} {w.get('index')}: {w.get('status', '')} "
-                         f"{len(_list(w.get('verified')))}/{len(_list(w.get('slugs')))} verified — "
-                         f"{', '.join(_list(w.get('slugs')))}"
-                         + (f"; stragglers: {', '.join(_list(w.get('stragglers')))}" if w.get("stragglers") else ""))
+            c = wave_cells(w)
+            lines.append(f"  {c.label}: {c.status}" + (f", {c.verified} verified" if c.verified != "—" else "")
+                         + f" — {', '.join(c.slugs)}"
+                         + (f"; unverified: {', '.join(c.unverified)}" if c.unverified else ""))
     stragglers = _list(result.get("stragglers"))
-    lines += ["", f"stragglers: {', '.join(stragglers) if stragglers else 'none'}"]
+    lines += ["", f"stragglers within the budget: {', '.join(stragglers) if stragglers else 'none'}"]
     tenants = result.get("tenants")
     if isinstance(tenants, Mapping) and tenants:
         width = max(len(str(s)) for s in tenants)
@@ -152,19 +153,18 @@ def html_page(record: RunRecord) -> str:
     out.append("<h2>Waves</h2>")
     if waves:
         out.append('<table id="waves"><tr><th>wave</th><th>status</th><th>tenants</th><th>verified</th>'
-                   "<th>stragglers</th><th>seconds</th></tr>")
+                   "<th>unverified</th><th>seconds</th></tr>")
         for w in waves:
-            secs = w.get("seconds")
-            out.append(f'<tr class="wave"><td>{_e(w.get("kind"))} {_e(w.get("index"))}</td>'
-                       f'<td>{_e(w.get("status", ""))}</td><td>{_e(", ".join(_list(w.get("slugs"))))}</td>'
-                       f'<td>{len(_list(w.get("verified")))}/{len(_list(w.get("slugs")))}</td>'
-                       f'<td>{_e(", ".join(_list(w.get("stragglers"))) or "—")}</td>'
-                       f'<td>{f"{secs:.1f}" if isinstance(secs, int | float) else "—"}</td></tr>')
+            c = wave_cells(w)
+            out.append(f'<tr class="wave"><td>{_e(c.label)}</td><td>{_e(c.status)}</td>'
+                       f'<td>{_e(", ".join(c.slugs))}</td><td>{_e(c.verified)}</td>'
+                       f'<td>{_e(", ".join(c.unverified)) or "—"}</td><td>{_e(c.seconds)}</td></tr>')
         out.append("</table>")
     else:
         out.append("<p>No wave started.</p>")
     stragglers = _list(result.get("stragglers"))
-    out.append(f'<h2>Stragglers</h2><p id="stragglers">{_e(", ".join(stragglers)) if stragglers else "none"}</p>')
+    named = _e(", ".join(stragglers)) if stragglers else "none"
+    out.append(f'<h2>Stragglers within the budget</h2><p id="stragglers">{named}</p>')
     tenants = result.get("tenants")
     out.append("<h2>Fleet before → after</h2>")
     if isinstance(tenants, Mapping) and tenants:
