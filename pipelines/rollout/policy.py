@@ -116,14 +116,6 @@ def still_needed(slugs: Sequence[str], readings: Mapping[str, Reading]) -> list[
     return [s for s in slugs if s not in readings or readings[s].verdict != VERIFIED]
 
 
-ENDINGS: dict[Phase, ExitCode] = {
-    Phase.DONE: ExitCode.OK, Phase.NOTHING_TO_DO: ExitCode.OK, Phase.DRY_RUN: ExitCode.OK,
-    Phase.DISABLED: ExitCode.DISABLED, Phase.STOOD_DOWN: ExitCode.STOOD_DOWN,
-    Phase.HALTED: ExitCode.HALTED_MIXED, Phase.FAILED: ExitCode.FAILED,
-    Phase.ROLLED_BACK: ExitCode.FAILED, Phase.INTERRUPTED: ExitCode.FAILED,
-}
-
-
 def ending(*, error_code: ExitCode | None, interrupted: bool, dry_run: bool, waves: int,
            rollback_verified: bool | None) -> tuple[Phase, ExitCode]:
     """The terminal phase (= the `done` outcome word) and the exit code of a run that ended.
