@@ -38,6 +38,9 @@ def _first_failure(states: dict[str, str]) -> str | None:
     return None
 
 
+LAST_LOOK = 5.0  # seconds the read at the gate deadline may take
+
+
 async def wait_gates(settings: Settings, gitea: GiteaClient, out: Output) -> dict[str, Any]:
     """Poll until every required context is success (dict), or raise Failed."""
     sha, required = settings.sha, settings.required_contexts
@@ -49,9 +52,10 @@ async def wait_gates(settings: Settings, gitea: GiteaClient, out: Output) -> dic
              f"(timeout {settings.gate_timeout:g}s, every {settings.poll_interval:g}s)")
     first = True
     while True:
-        # The first read always completes (a zero timeout still gets one look); later reads
-        # are cut off at the gate deadline, so Gitea retries never outlive it.
-        budget = math.inf if first else max(0.0, deadline - anyio.current_time())
+        # The first read always completes (a zero timeout still gets one look); later reads are cut
+        # off at the gate deadline, so Gitea retries never outlive it — but the look at the deadline
+        # itself gets LAST_LOOK seconds: a timeout is judged on an answer, not on a read never made.
+        budget = math.inf if first else max(LAST_LOOK, deadline - anyio.current_time())
         statuses: dict[str, CommitStatus] | None = None
         with anyio.move_on_after(budget):
             statuses = await gitea.combined_status(sha)
