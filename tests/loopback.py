@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -113,3 +114,13 @@ def run_main(monkeypatch: Any, capsys: Any, *args: str,
     captured = capsys.readouterr()
     code = info.value.code
     return (code if isinstance(code, int) else 1), captured.out, captured.err
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop a server the tests started: politely, then for sure (a hung server must not hang the suite)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -25,6 +25,8 @@ import anyio
 import httpx
 import pytest
 
+from tests.loopback import stop_process
+
 BINARY = "prometheus"
 INSTALL = ["apt-get", "install", "-y", "-qq", "prometheus"]
 SCRAPE = "200ms"
@@ -108,9 +110,4 @@ def start_prometheus(root: Path, targets: dict[str, str]) -> Iterator[Prometheus
             pytest.fail(f"prometheus did not become ready: {log_path.read_text()[-2000:]}")
         yield Prometheus(url=url, log_path=log_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)

@@ -35,6 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests.loopback import stop_process
+
 BINARY = "docker-registry"
 INSTALL_HINT = "apt-get install -y docker-registry (CI: .ci/run installs it)"
 STARTUP_DEADLINE = 20.0  # seconds for the registry to answer /v2/
@@ -232,12 +234,7 @@ def start_registry(root: Path, auth: str = "none", *, username: str = "promoter"
             yield registry
             registry.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
 
 
 @contextmanager
