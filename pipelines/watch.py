@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from http.cookiejar import DefaultCookiePolicy
+from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
@@ -24,7 +26,8 @@ import httpx
 from pipelines.analysis import Analysis, Verdict
 from pipelines.errors import Failed
 from pipelines.gitea import CommitStatus
-from pipelines.verify import VERIFIED, Reading
+from pipelines.http.client import Limits, make_client
+from pipelines.verify import DEFAULT_CONCURRENCY, VERIFIED, Reading
 
 UNHEALTHY = "unhealthy"
 HEALTH_TIMEOUT = 5.0
@@ -49,7 +52,13 @@ class Reader(Protocol):
 
 
 class HealthCheckedReader:
-    """A `/buildinfo` reader whose verified tenants must also answer 2xx on `health_path`."""
+    """A `/buildinfo` reader whose verified tenants must also answer 2xx on `health_path`.
+
+    `async with` it to keep one client (its TLS context, its connections) for a run, as the rollout
+    does; used without, each `read` opens and closes its own. Entering it does not enter `inner`:
+    the inner reader is the caller's to open and close. At most `concurrency` health checks are in
+    flight: the inner reader's (`--verify-concurrency`), else `DEFAULT_CONCURRENCY`.
+    """
 
     def __init__(self, inner: Reader, tenant_url: Callable[[str], str], health_path: str, *,
                  timeout: float = HEALTH_TIMEOUT, transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -57,36 +66,78 @@ class HealthCheckedReader:
         self._tenant_url = tenant_url
         self.health_path = health_path
         self.timeout = timeout
-        self._transport = transport
+        self.concurrency = int(getattr(inner, "concurrency", DEFAULT_CONCURRENCY))
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._transport = transport  # tests only (a counting or mock transport); None = real sockets
+        self._client: httpx.AsyncClient | None = None
+
+    def _open(self) -> httpx.AsyncClient:
+        # Public endpoints of code we deploy: no auth, no proxy, no redirect, a deadline per request.
+        t = self.timeout
+        client = make_client(headers={"User-Agent": "fleetgate-health"},
+                             limits=Limits(connect=t, read=t, write=t, pool=t, deadline=t),
+                             transport=self._transport)
+        # One client now serves a whole run: a cookie one tenant sets must never reach another.
+        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        return client
+
+    async def __aenter__(self) -> HealthCheckedReader:
+        if self._client is None:
+            self._client = self._open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
 
     async def read(self, slugs: Sequence[str], expected: str | None) -> dict[str, Reading]:
         readings = await self.inner.read(slugs, expected)
         verified = [slug for slug, r in readings.items() if r.verdict == VERIFIED]
         if not verified:
             return readings
-        # Public endpoints of code we deploy: no auth, no proxy, no redirect, a deadline per request.
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False,
-                                     transport=self._transport, headers={"User-Agent": "fleetgate-health"}) as client:
-
-            async def check(slug: str) -> None:
-                url = self._tenant_url(slug).rstrip("/") + self.health_path
-                why = ""
-                with anyio.move_on_after(self.timeout) as scope:
-                    try:
-                        resp = await client.get(url)
-                        if not 200 <= resp.status_code < 300:
-                            why = f"health {self.health_path}: HTTP {resp.status_code}"
-                    except httpx.HTTPError as exc:
-                        why = f"health {self.health_path}: {type(exc).__name__}"
-                if scope.cancelled_caught:
-                    why = f"health {self.health_path}: no answer within {self.timeout:g}s"
-                if why:
-                    readings[slug] = replace(readings[slug], verdict=UNHEALTHY, detail=why)
-
-            async with anyio.create_task_group() as tg:
-                for slug in verified:
-                    tg.start_soon(check, slug)
+        if self._client is not None:
+            await self._check_all(self._client, verified, readings)
+            return readings
+        client = self._open()  # not entered: a client for this call only
+        try:
+            await self._check_all(client, verified, readings)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
         return readings
+
+    async def _check_all(self, client: httpx.AsyncClient, slugs: list[str], readings: dict[str, Reading]) -> None:
+        queue = iter(slugs)
+
+        async def worker() -> None:
+            for slug in queue:  # a shared iterator: each slug is taken by exactly one worker
+                await self._check(client, slug, readings)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(self.concurrency, len(slugs))):
+                tg.start_soon(worker)
+
+    async def _check(self, client: httpx.AsyncClient, slug: str, readings: dict[str, Reading]) -> None:
+        url = self._tenant_url(slug).rstrip("/") + self.health_path
+        why = ""
+        with anyio.move_on_after(self.timeout) as scope:
+            try:
+                resp = await client.get(url)
+                if not 200 <= resp.status_code < 300:
+                    why = f"health {self.health_path}: HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                why = f"health {self.health_path}: {type(exc).__name__}"
+        if scope.cancelled_caught:
+            why = f"health {self.health_path}: no answer within {self.timeout:g}s"
+        if why:
+            readings[slug] = replace(readings[slug], verdict=UNHEALTHY, detail=why)
 
     async def wait_verified(self, slugs: Sequence[str], sha: str, *,
                             timeout: float,  # noqa: ASYNC109 -- the reader's interface; a budget, not a cancel

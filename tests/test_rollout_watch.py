@@ -169,6 +169,28 @@ async def test_health_path_unverifies_an_unhealthy_tenant(tmp_path: Path) -> Non
     assert asked and all("authorization" not in r.headers for r in asked)
 
 
+async def test_one_health_client_serves_every_read_of_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    import pipelines.watch
+
+    made: list[httpx.AsyncClient] = []
+    real = pipelines.watch.make_client
+
+    def counting(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(pipelines.watch, "make_client", counting)
+    async with serve() as sb:
+        run = await deploy(sb, tmp_path, health_path="/healthz")
+        asked = sb.state.requests_to("tenants", "GET", "/healthz")
+        fleet = len(sb.state.tenants)
+    assert run.exit_code == 0, run.stderr
+    assert len(asked) > fleet  # the waves, the soak ticks and the final verify all checked health
+    assert len(made) == 1 and made[0].is_closed  # one client for all of them, closed with the run
+
+
 async def test_the_analysis_fails_the_wave_through_a_real_prometheus(tmp_path: Path) -> None:
     query = "max(fleetgate_sandbox_errors_total)"
     async with serve("errors-after-deploy") as sb:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import anyio
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+import pipelines.watch
 from pipelines.errors import Failed, HaltedMixed
 from pipelines.gitea import CommitStatus
 from pipelines.verify import VERIFIED, Reading
@@ -205,3 +209,118 @@ async def test_health_checked_reader_unverifies_an_unhealthy_tenant() -> None:
     assert readings["bravo"].verdict == UNHEALTHY and "HTTP 503" in readings["bravo"].detail
     assert readings["charlie"].verdict == "stale"
     assert sorted(asked) == ["alpha", "bravo"]  # a tenant not on the SHA is not asked
+
+
+class ReaderWithConcurrency(FakeReader):
+    """A fake inner reader that says how many reads it keeps in flight (as `BuildinfoReader` does)."""
+
+    def __init__(self, timeline: dict[str, list[str]], concurrency: int) -> None:
+        super().__init__(timeline)
+        self.concurrency = concurrency
+
+
+@pytest.fixture
+def clients_made(monkeypatch: pytest.MonkeyPatch) -> list[httpx.AsyncClient]:
+    """Every client the health check builds, each through the one factory."""
+    made: list[httpx.AsyncClient] = []
+    real = pipelines.watch.make_client
+
+    def counting(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(pipelines.watch, "make_client", counting)
+    return made
+
+
+def _healthz_app(peers: list[tuple[str, int]], headers: list[dict[str, str]]) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        assert request.client is not None
+        peers.append((request.client.host, request.client.port))
+        headers.append(dict(request.headers))
+        return PlainTextResponse("ok", headers={"Set-Cookie": f"tenant={request.path_params['slug']}; Path=/"})
+
+    return Starlette(routes=[Route("/t/{slug}/healthz", healthz)])
+
+
+async def test_entered_the_health_reader_keeps_one_client_and_its_connection_for_the_run(
+        clients_made: list[httpx.AsyncClient]) -> None:
+    peers: list[tuple[str, int]] = []
+    headers: list[dict[str, str]] = []
+    slugs = ["alpha", "bravo", "charlie"]
+    async with serve_app(_healthz_app(peers, headers)) as base:
+        inner = ReaderWithConcurrency({slug: [SHA] for slug in slugs}, concurrency=1)
+        async with HealthCheckedReader(inner, lambda slug: f"{base}/t/{slug}", "/healthz") as reader:
+            for _ in range(3):  # three soak ticks
+                readings = await reader.read(slugs, SHA)
+                assert all(r.verdict == VERIFIED for r in readings.values())
+            assert len(clients_made) == 1 and not clients_made[0].is_closed
+        assert clients_made[0].is_closed  # closed when the run leaves the reader
+    assert len(peers) == 9 and len(set(peers)) == 1  # nine checks over one kept-alive connection
+    for sent in headers:
+        assert sent["user-agent"] == "fleetgate-health"
+        assert "authorization" not in sent and "cookie" not in sent
+
+
+async def test_not_entered_each_read_opens_and_closes_its_own_client(
+        clients_made: list[httpx.AsyncClient]) -> None:
+    async with serve_app(_healthz_app([], [])) as base:
+        reader = HealthCheckedReader(FakeReader({"alpha": [SHA]}), lambda slug: f"{base}/t/{slug}", "/healthz")
+        for _ in range(2):
+            assert (await reader.read(["alpha"], SHA))["alpha"].verdict == VERIFIED
+    assert len(clients_made) == 2 and all(c.is_closed for c in clients_made)
+
+
+async def test_a_cookie_one_tenant_sets_never_reaches_another() -> None:
+    headers: list[dict[str, str]] = []
+    async with serve_app(_healthz_app([], headers)) as base:
+        by_name = base.replace("127.0.0.1", "localhost")  # a host name: cookie jars refuse IP hosts
+        inner = ReaderWithConcurrency({"alpha": [SHA], "bravo": [SHA]}, concurrency=1)
+        async with HealthCheckedReader(inner, lambda slug: f"{by_name}/t/{slug}", "/healthz") as reader:
+            await reader.read(["alpha", "bravo"], SHA)
+            await reader.read(["alpha", "bravo"], SHA)
+    assert len(headers) == 4 and all("cookie" not in h for h in headers)
+
+
+class InFlight(httpx.AsyncBaseTransport):
+    """Holds every request until `bound` are in flight at once, then lets all go; records the most seen.
+
+    An unbounded reader has every request in flight before the first is let go; one bounded below
+    `bound` never fills it, and its checks end as unhealthy at their timeout."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.in_flight = 0
+        self.most = 0
+        self.requests: list[httpx.Request] = []
+        self.full = anyio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.bound:
+            self.full.set()
+        try:
+            await self.full.wait()
+        finally:
+            self.in_flight -= 1
+        return httpx.Response(200, text="ok")
+
+
+@pytest.mark.parametrize("concurrency, tenants, bound", [
+    (3, 10, 3),  # the inner reader's --verify-concurrency
+    (None, 100, 64),  # an inner reader that does not say: the default
+])
+async def test_at_most_concurrency_health_checks_are_in_flight(concurrency: int | None, tenants: int,
+                                                              bound: int) -> None:
+    slugs = [f"t{i:03d}" for i in range(tenants)]
+    timeline = {slug: [SHA] for slug in slugs}
+    inner = FakeReader(timeline) if concurrency is None else ReaderWithConcurrency(timeline, concurrency)
+    transport = InFlight(bound)
+    reader = HealthCheckedReader(inner, lambda slug: f"https://{slug}.tenants.example", "/healthz",
+                                 transport=transport)
+    readings = await reader.read(slugs, SHA)
+    assert transport.most == bound
+    assert all(r.verdict == VERIFIED for r in readings.values())
+    assert sorted(r.url.host for r in transport.requests) == [f"{s}.tenants.example" for s in slugs]

@@ -80,7 +80,8 @@ async def rollout(settings: Settings, out: Output, *, manual: bool = False, brea
                                      poll_interval=s.poll_interval, out=out, ledger=recorder), recorder)
         tenants: Tenants = await stack.enter_async_context(BuildinfoReader.for_settings(s))  # one session per run
         if s.health_path:  # wherever /buildinfo is read, the health URL must answer 2xx too
-            tenants = HealthCheckedReader(tenants, s.tenant_url, s.health_path, timeout=request_timeout(s))
+            tenants = await stack.enter_async_context(  # one health client per run, as for /buildinfo
+                HealthCheckedReader(tenants, s.tenant_url, s.health_path, timeout=request_timeout(s)))
         analysis = None
         if s.analysis_query:
             analysis = Analysis(s.prometheus_url, s.analysis_query, s.analysis_max, s.analysis_inconclusive_limit)
