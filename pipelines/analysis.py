@@ -5,7 +5,8 @@
 data, an error answer, an unreadable body, NaN, no answer in time. One inconclusive tick is not a
 verdict, but `--analysis-inconclusive-limit` of them in a row fail closed: a query that never
 answers must not wave a release through. No token and no credential is ever sent to Prometheus
-(the URL setting refuses credentials); redirects are not followed.
+(the URL setting refuses credentials); redirects are not followed and no proxy is taken from the
+environment (the client comes from `pipelines.http.client.make_client`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import httpx
 
 from pipelines.http.body import BadJSON, parse_json
+from pipelines.http.client import Limits, make_client
 from pipelines.redact import redact
 
 Kind = Literal["success", "failure", "inconclusive"]
@@ -104,9 +106,10 @@ class Analysis:
         self.inconclusive_limit = inconclusive_limit
         self.inconclusive_in_a_row = 0
         self.ticks = 0
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(QUERY_TIMEOUT_SECONDS), follow_redirects=False,
-                                         trust_env=False, transport=transport,
-                                         headers={"Accept": "application/json", "User-Agent": "fleetgate"})
+        t = QUERY_TIMEOUT_SECONDS
+        self._client = make_client(headers={"Accept": "application/json", "User-Agent": "fleetgate"},
+                                   limits=Limits(connect=t, read=t, write=t, pool=t, deadline=t),
+                                   transport=transport)
 
     async def aclose(self) -> None:
         await self._client.aclose()

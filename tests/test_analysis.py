@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from pipelines.analysis import FAILURE, INCONCLUSIVE, SUCCESS, Analysis, judge
 from pipelines.sandbox import serve
-from tests.loopback import serve_app
+from tests.loopback import connection_recorder, serve_app
 from tests.prometheus_server import start_prometheus
 
 pytestmark = pytest.mark.anyio
@@ -83,6 +83,38 @@ async def test_an_error_status_with_a_good_looking_body_is_not_data() -> None:
         verdict, why = await analysis.tick()
         await analysis.aclose()
     assert verdict.kind == INCONCLUSIVE and why is not None
+
+
+async def test_a_redirect_is_not_followed_and_is_no_data() -> None:
+    with connection_recorder() as elsewhere:
+        fake = FakePrometheus([(200, vector("0"))])
+        app = fake.app()
+
+        async def moved(request: Request) -> Response:
+            return Response(status_code=302, headers={"Location": f"{elsewhere.url}/api/v1/query"})
+
+        app.router.routes.insert(0, Route("/api/v1/query", moved, methods=["GET"]))
+        async with serve_app(app) as base:
+            analysis = Analysis(base, "sum(x)", 0, 1)
+            verdict, why = await analysis.tick()
+            await analysis.aclose()
+        assert verdict.kind == INCONCLUSIVE and why is not None and "HTTP 302" in verdict.detail
+        assert elsewhere.settle() == 0  # the far end of the redirect was never asked
+
+
+async def test_a_proxy_from_the_environment_is_never_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    with connection_recorder() as proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        fake = FakePrometheus([(200, vector("0"))])
+        async with serve_app(fake.app()) as base:
+            analysis = Analysis(base, "sum(x)", 0, 1)
+            verdict, _ = await analysis.tick()
+            await analysis.aclose()
+        assert verdict.kind == SUCCESS and fake.queries == ["sum(x)"]
+        assert proxy.settle() == 0
 
 
 async def test_unreachable_prometheus_is_inconclusive() -> None:
