@@ -29,7 +29,7 @@ from pipelines.errors import Failed
 from pipelines.http.body import BadJSON, parse_json
 from pipelines.http.client import Limits, TimedOut, Unreachable, make_client, send
 from pipelines.redact import Secret, redact
-from pipelines.settings import SLUG_RE
+from pipelines.slugs import check_slug
 
 REDEPLOY_PATH = "/cp/admin/tenants/redeploy-fleet"
 RETRIED_STATUSES = frozenset({502, 503, 504})
@@ -73,18 +73,6 @@ class CPUnavailable(Failed):
 
 # What "the call may be retried" means, for the listing here and for the rollout's wave retries.
 RETRYABLE = (CPUnavailable, TimedOut, Unreachable)
-
-
-def escaped_slug(value: object) -> str:
-    """A rejected slug as it may be printed: repr (escapes control characters), truncated."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:79] + "…"
-
-
-def check_slug(value: object, where: str) -> str:
-    if not isinstance(value, str) or not SLUG_RE.match(value):
-        raise Failed(f"{where}: rejected tenant slug {escaped_slug(value)} (allowed: {SLUG_RE.pattern})")
-    return value
 
 
 class CPClient:

@@ -46,12 +46,12 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from pipelines.cp import CPClient, check_slug, escaped_slug
 from pipelines.errors import Failed, UsageError
 from pipelines.http.body import BadJSON, parse_json
 from pipelines.output import Output
 from pipelines.redact import redact
 from pipelines.settings import SHA_RE, SLUG_RE, Settings
+from pipelines.slugs import check_slug, escaped_slug
 
 if TYPE_CHECKING:
     import aiohttp
@@ -287,6 +287,8 @@ async def list_fleet(settings: Settings) -> list[str]:
     if settings.cp_token is None:
         raise UsageError("--cp-token (or CP_ADMIN_API_TOKEN) is required to list tenants; "
                          "or pass --only SLUG")
+    from pipelines.cp import CPClient  # here: httpx is paid for only when the CP is asked (not with --only)
+
     tag = settings.target_tag or settings.tag_for(settings.sha)
     async with CPClient(settings.cp_url, settings.cp_token, read_timeout=settings.cp_timeout,
                         retry_backoff=settings.cp_retry_backoff) as cp:

@@ -8,6 +8,8 @@ import io
 import json
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from pipelines.sandbox import serve
 from pipelines.settings import Settings, resolve
 from pipelines.verify import BuildinfoReader, Reading, drift_report, only_slugs, run
 
+ROOT = Path(__file__).resolve().parent.parent
 SHA = "c" * 40
 OLD = "0" * 40
 NEWER = "ABCDEF" + "1" * 34  # a valid SHA, in upper case
@@ -479,3 +482,33 @@ async def test_an_upper_case_sha_is_never_verified_but_is_kept_for_the_stand_dow
         reading = (await server.reader().read(["acme"], SHA))["acme"]
     assert reading.verdict == "invalid" and not reading.verified
     assert reading.seen == NEWER  # policy.normal_sha lowers it; a newer commit there stands the run down
+
+
+# ---------------------------------------------------------------- start-up: what `verify --only` imports
+
+# The CLI's HTTP stack for Gitea and the CP (httpx through pipelines.cp, stamina), the Dagger SDK, the
+# sandbox, rich: none is needed to read tenants' /buildinfo (aiohttp, when a reader opens).
+NOT_ON_VERIFY_PATH = ("httpx", "rich", "dagger", "pipelines.sandbox", "pipelines.cp", "stamina", "aiohttp")
+
+
+def test_importing_verify_pulls_in_no_http_client_stack() -> None:
+    code = f"import sys, pipelines.verify; print(sorted(m for m in {NOT_ON_VERIFY_PATH!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_verify_only_reads_a_tenant_without_loading_the_cp_client(tmp_path: Path) -> None:
+    async with tenants(answer(body={"git_sha": SHA})) as server:
+        proc = await anyio.run_process(
+            [sys.executable, "-X", "importtime", "-m", "pipelines", "verify", "--only", "alpha", "--sha", SHA,
+             "--tenant-url-template", f"{server.base}/t/{{slug}}"],
+            cwd=ROOT, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, check=False)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert [s.path for s in server.seen] == ["/t/alpha/buildinfo"]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    # httpx itself is still imported here: the settings check normalises the tenant URL with httpx.URL.
+    assert "aiohttp" in imported  # the reader did open
+    assert imported.isdisjoint({"pipelines.cp", "pipelines.http.client", "stamina", "dagger", "pipelines.sandbox"})
