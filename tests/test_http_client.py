@@ -3,10 +3,12 @@ exchange, bounded bodies, depth-limited JSON, reads retried (Retry-After in both
 
 from __future__ import annotations
 
+import ast
 import email.utils
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import httpx
@@ -204,6 +206,23 @@ def test_the_client_is_built_the_one_way() -> None:
     assert client.follow_redirects is False
     assert client.trust_env is False
     assert client.timeout == httpx.Timeout(connect=1, read=2, write=3, pool=4)
+
+
+def test_no_engine_module_builds_an_httpx_client_but_the_factory() -> None:
+    # A client built elsewhere is one that may follow a redirect with a token or take a proxy from the env.
+    engine = Path(__file__).resolve().parent.parent / "pipelines"
+    built: list[str] = []
+    for path in sorted(engine.rglob("*.py")):
+        if path == engine / "http" / "client.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "httpx":
+                built += [f"{path.name}: imports {a.name}" for a in node.names if a.name in ("AsyncClient", "Client")]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("AsyncClient", "Client") and isinstance(node.func.value, ast.Name) \
+                    and node.func.value.id == "httpx":
+                built.append(f"{path.name}:{node.lineno}")
+    assert built == []
 
 
 @pytest.mark.parametrize("token", ["tok-with\nnewline-91", "tok-with-é-accent-91", "tok\x00nul-91", "tok\u202eflip-91"])
