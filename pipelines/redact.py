@@ -33,6 +33,12 @@ INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _WORD = re.compile(r"\S+")
 _compiled: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+# What `redact` answered, by (text, limit, fold), for the secrets known now: a run's ledger writes the
+# same slugs and SHAs many times (a 1,000-tenant `done` holds ~10,000 strings), and ten regex passes
+# each cost more than the rest of a record. Emptied whenever the known secrets change (it is tied to
+# the compiled pattern), and bounded. It holds texts as given; it never leaves the process.
+_memo: dict[tuple[str, int, bool], str] = {}
+_MEMO_MAX = 1 << 16
 
 
 def _forms(value: str) -> set[str]:
@@ -52,6 +58,7 @@ def _known_pattern() -> re.Pattern[str] | None:
     if known != _compiled[0]:
         forms = sorted({f for value in known for f in _forms(value)}, key=len, reverse=True)
         _compiled = (known, re.compile("|".join(map(re.escape, forms)), re.IGNORECASE) if forms else None)
+        _memo.clear()  # an answer given before this secret was known may hold it
     return _compiled[1]
 
 
@@ -128,6 +135,18 @@ class Secret:
 def redact(text: str, limit: int = 300, *, fold: bool = True) -> str:
     """`text` with known secrets, credentials and control characters removed, truncated; on one
     line with white space folded, or (`fold=False`, for one line of a table) with its spacing kept."""
+    _known_pattern()  # first: a secret added since the last call empties the memo
+    key = (text, limit, fold)
+    out = _memo.get(key)
+    if out is None:
+        out = _redact(text, limit, fold)
+        if len(_memo) >= _MEMO_MAX:
+            _memo.clear()
+        _memo[key] = out
+    return out
+
+
+def _redact(text: str, limit: int, fold: bool) -> str:
     out = scrub_secrets(_ANSI_ESCAPE.sub("", text))
     out = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m.group(1)} ***", out)
     out = _CREDENTIAL_PATTERNS[1].sub(lambda m: f"{m.group(1)}***@", out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import email.utils
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -223,6 +224,16 @@ def test_no_engine_module_builds_an_httpx_client_but_the_factory() -> None:
                     and node.func.value.id == "httpx":
                 built.append(f"{path.name}:{node.lineno}")
     assert built == []
+
+
+def test_every_client_verifies_tls_with_one_shared_context() -> None:
+    """The trust store is loaded once per process (a run opens Gitea, CP and registry clients), and
+    sharing it never loosens it: certificates and host names are checked."""
+    contexts = [make_client(url)._transport._pool._ssl_context  # type: ignore[attr-defined]
+                for url in ("https://gitea.example", "https://cp.example")]
+    assert contexts[0] is contexts[1]
+    assert contexts[0].verify_mode == ssl.CERT_REQUIRED
+    assert contexts[0].check_hostname is True
 
 
 @pytest.mark.parametrize("token", ["tok-with\nnewline-91", "tok-with-é-accent-91", "tok\x00nul-91", "tok\u202eflip-91"])

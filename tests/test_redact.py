@@ -143,3 +143,24 @@ def test_each_form_of_a_token_is_redacted_in_a_cp_error(form: str) -> None:
 
 def test_bidi_and_zero_width_characters_are_removed_from_server_text() -> None:
     assert redact("tenant \u202eTCEJER\u202c a\u200bb\u2066c\u2069 \ufeffok") == "tenant TCEJER abc ok"
+
+
+# ---------------------------------------------------------------- the memo never outlives what was known
+
+@given(token=tokens, prefix=surroundings)
+def test_a_text_redacted_before_its_secret_was_known_is_redacted_after(token: str, prefix: str) -> None:
+    """`redact` remembers its answers (a ledger repeats slugs and SHAs): a secret made after a text was
+    first redacted must still be scrubbed from that same text the next time."""
+    text = f"{prefix} {token} {prefix}"
+    redact(text, limit=2000)  # remembered while the token was not a secret yet
+    with registered(token):
+        again = redact(text, limit=2000)
+        assert token.lower() not in again.lower()
+    assert redact(text, limit=2000) == redact(text, limit=2000)  # and forgotten again with the secret
+
+
+def test_the_memo_answers_the_same_as_a_fresh_redaction() -> None:
+    text = "tenant-001 runs 760874dcddabb1ef547664fd530b0df6339ba14f\x1b[31m token abc123def456"
+    first = redact(text)
+    assert redact(text) == first == pipelines.redact._redact(text, 300, True)
+    assert redact(text, limit=20) == pipelines.redact._redact(text, 20, True) != first

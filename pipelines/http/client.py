@@ -17,6 +17,8 @@ switched off here, once, for the whole process: our own messages say what failed
 from __future__ import annotations
 
 import email.utils
+import functools
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +87,13 @@ class Answer:
         return redact(self.body.decode("utf-8", "replace"), limit=limit) if self.body.strip() else ""
 
 
+@functools.cache
+def _trust_store() -> ssl.SSLContext:
+    """The one TLS context of the process, what httpx itself would build with `trust_env=False`
+    (certifi's roots, no SSL_CERT_FILE): loading it costs ~20 ms, and a run opens several clients."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def make_client(base_url: str = "", *, headers: Mapping[str, str] | None = None,
                 limits: Limits | None = None,
                 transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
@@ -103,6 +112,7 @@ def make_client(base_url: str = "", *, headers: Mapping[str, str] | None = None,
             timeout=(limits or Limits()).timeout(),
             follow_redirects=False,  # never carry a credential to another origin
             trust_env=False,  # no proxy or netrc from the environment sees the token
+            verify=_trust_store() if transport is None else True,
             transport=transport,
         )
     except (httpx.InvalidURL, ValueError) as exc:  # UnicodeError and IDNA errors are ValueErrors
