@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.redact import Secret, redact
+from pipelines.redact import redact, redact_tree
 from pipelines.settings import SHA_RE
 
 EVENTS = frozenset({
@@ -37,22 +37,6 @@ STRING_LIMIT = 2000
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _clean(value: Any) -> Any:
-    """A fact made safe to write: redacted strings, JSON types only."""
-    if isinstance(value, Secret):
-        return "***"
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return redact(value, limit=STRING_LIMIT)
-    if isinstance(value, Mapping):
-        return {redact(str(k), limit=200): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return [_clean(v) for v in items]
-    return redact(str(value), limit=STRING_LIMIT)
 
 
 class Ledger:
@@ -70,7 +54,7 @@ class Ledger:
         if event == "lease" and facts.get("action") not in LEASE_ACTIONS:
             raise ValueError(f"lease event needs action in {', '.join(sorted(LEASE_ACTIONS))}")
         line: dict[str, Any] = {"ts": utc_now(), "run_id": self.run_id, "event": event}
-        line.update({k: _clean(v) for k, v in facts.items()})
+        line.update({k: redact_tree(v, limit=STRING_LIMIT) for k, v in facts.items()})
         data = (json.dumps(line, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
         if self.path.parent != Path("."):
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from pipelines.errors import ExitCode, FleetgateError
-from pipelines.redact import redact
+from pipelines.redact import redact, redact_tree
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 LINE_LIMIT = 2000
+JSON_STRING_LIMIT = 100_000  # one string of a --json answer (a CP error row is capped long before)
 SLUGS_SHOWN = 10  # human lines name at most this many tenants; the ledger and `report` keep them all
 _STYLES = {"ok": ("✔ ", "green"), "warn": ("! ", "yellow"), "error": ("✘ ", "red"), "info": ("", "")}
 
@@ -193,6 +194,7 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def redact_json(payload: dict[str, Any]) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str)
-    # Values are ours, but error rows from the CP pass through here: scrub known secrets.
-    return redact(text, limit=10_000_000)
+    """`payload` as one line of JSON, every string redacted (values are ours, but error rows from the
+    CP pass through here). String by string, not the dumped text: a 1,000-tenant result repeats its
+    slugs and SHAs, which `redact` then answers from memory, and a JSON escape cannot split a token."""
+    return json.dumps(redact_tree(payload, limit=JSON_STRING_LIMIT, fold=False), sort_keys=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 _KNOWN: set[str] = set()
@@ -33,6 +35,7 @@ INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _WORD = re.compile(r"\S+")
 _compiled: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+_shortest_form = 0  # characters in the shortest form of a known secret: a shorter text cannot hold one
 # What `redact` answered, by (text, limit, fold), for the secrets known now: a run's ledger writes the
 # same slugs and SHAs many times (a 1,000-tenant `done` holds ~10,000 strings), and ten regex passes
 # each cost more than the rest of a record. Emptied whenever the known secrets change (it is tied to
@@ -53,10 +56,11 @@ def _forms(value: str) -> set[str]:
 
 def _known_pattern() -> re.Pattern[str] | None:
     """One case-insensitive pattern for every form of every known secret, rebuilt when one is added."""
-    global _compiled
+    global _compiled, _shortest_form
     known = frozenset(_KNOWN)
     if known != _compiled[0]:
         forms = sorted({f for value in known for f in _forms(value)}, key=len, reverse=True)
+        _shortest_form = len(forms[-1]) if forms else 0
         _compiled = (known, re.compile("|".join(map(re.escape, forms)), re.IGNORECASE) if forms else None)
         _memo.clear()  # an answer given before this secret was known may hold it
     return _compiled[1]
@@ -69,6 +73,8 @@ def _hides_a_secret(decoded: bytes, pattern: re.Pattern[str]) -> bool:
 def _base64_hides(run: str, pattern: re.Pattern[str]) -> bool:
     """Whether `run` is base64 (either alphabet, any offset, padded or not) of text holding a secret —
     e.g. `Basic base64(user:token)`, whatever the user."""
+    if len(run) * 3 // 4 < _shortest_form:  # decodes to fewer characters than any form of a secret
+        return False
     normalised = run.rstrip("=").replace("-", "+").replace("_", "/")
     for offset in range(4):
         chunk = normalised[offset:]
@@ -99,6 +105,25 @@ def scrub_secrets(text: str) -> str:
     # A word holding a percent-encoded secret goes whole (at worst a URL more than needed).
     return _WORD.sub(lambda m: "***" if "%" in m.group() and _hides_a_secret(unquote_to_bytes(m.group()), pattern)
                      else m.group(), out)
+
+
+def redact_tree(value: Any, *, limit: int, fold: bool = True, key_limit: int = 200) -> Any:
+    """A JSON-bound value made safe to write: every string (keys too) through `redact`, a `Secret` as
+    `***`, anything else that is not a JSON type as its redacted `str`, sets sorted."""
+    if isinstance(value, Secret):
+        return "***"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return redact(value, limit=limit, fold=fold)
+    if isinstance(value, Mapping):
+        return {(redact(k, limit=key_limit) if isinstance(k, str) else k): redact_tree(v, limit=limit, fold=fold,
+                                                                                    key_limit=key_limit)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [redact_tree(v, limit=limit, fold=fold, key_limit=key_limit) for v in items]
+    return redact(str(value), limit=limit, fold=fold)
 
 
 class Secret:
