@@ -32,6 +32,9 @@ from pipelines.verify import DEFAULT_CONCURRENCY, VERIFIED, Reading
 UNHEALTHY = "unhealthy"
 HEALTH_TIMEOUT = 5.0
 PENDING_STATES = frozenset({"pending", ""})
+# The last tick of a soak starts early by this many times what a tick of its size cost before: a read
+# costs more on a busy box now and then, and a tick that ends late delays every later wave.
+LAST_TICK_MARGIN = 1.25
 
 
 class Clock(Protocol):
@@ -198,9 +201,10 @@ class SoakWatch:
             if remaining <= 0:
                 return ticks
             watched = slugs()
-            # The last tick starts early by what a tick of this size took before, so the soak ends on
-            # time rather than one fleet read late: a rollout of many waves would pay that every wave.
-            cost = self._seconds_per_slug * len(watched)
+            # The last tick starts early by what a tick of this size took before (with a margin), so the
+            # soak ends on time rather than one fleet read late: a rollout of many waves would pay that
+            # every wave. A tick quicker than that waits out the rest: a soak is never cut short.
+            cost = self._seconds_per_slug * len(watched) * LAST_TICK_MARGIN
             last = remaining <= self.interval + cost
             await self.clock.sleep(max(0.0, remaining - cost) if last else self.interval)
             started = self.clock.now()
@@ -210,6 +214,8 @@ class SoakWatch:
             await on_tick(tick)
             ticks += 1
             if last:
+                if (left := deadline - self.clock.now()) > 0:
+                    await self.clock.sleep(left)
                 return ticks
 
 

@@ -101,8 +101,23 @@ async def test_the_last_tick_starts_early_by_what_a_tick_cost_so_the_soak_ends_o
     assert clock.t == pytest.approx(start + 1.2)  # the first soak cannot know what a read costs
     start = clock.t
     assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick) == 1
-    assert clock.t == pytest.approx(start + 1.0)  # the second ends on time: its tick began 0.2 s early
-    assert clock.sleeps[-1] == pytest.approx(0.8)
+    assert clock.t == pytest.approx(start + 1.0)  # the second ends on time: its tick began 0.25 s early
+    assert clock.sleeps[-2:] == pytest.approx([0.75, 0.05])  # 0.2 s cost, with the margin; then the rest
+
+
+async def test_a_soak_whose_last_tick_was_quicker_than_feared_still_lasts_its_seconds() -> None:
+    clock = FakeClock()
+    reader = SlowReader(clock, {"alpha": [SHA]})
+    watch = SoakWatch(reader, SHA, interval=5, clock=clock)
+
+    async def on_tick(tick: Tick) -> None:
+        assert not tick.regressed
+
+    await watch.soak(1, lambda: ["alpha"], on_tick)  # learns 0.1 s per tenant
+    reader.clock = FakeClock()  # from now on a read costs nothing on the soak's clock
+    start = clock.t
+    assert await watch.soak(1, lambda: ["alpha"], on_tick) == 1
+    assert clock.t == pytest.approx(start + 1.0)  # not 0.875 s: the soak is never cut short
 
 
 async def test_a_raising_on_tick_stops_the_soak() -> None:
