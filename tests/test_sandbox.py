@@ -384,23 +384,26 @@ async def test_wave_answers_when_its_slowest_tenant_is_done() -> None:
         for slug, latency in (("alpha", 0.3), ("bravo", 0.5), ("charlie", 0.4)):
             sb.state.tenants[slug].latency = latency
         asked: list[float] = []
-        active, peak = 0, 0
+        clock = [0.0]  # a fake clock: the sandbox's pauses advance it, nothing waits for real
+        done_at: dict[str, float] = {}
+        redeploy = sb.state.redeploy
 
-        async def counted_pause(seconds: float) -> None:  # no real waiting: how many wait at once
-            nonlocal active, peak
+        async def fake_pause(seconds: float) -> None:
             asked.append(seconds)
-            active += 1
-            peak = max(peak, active)
-            for _ in range(10):
-                await anyio.lowlevel.checkpoint()
-            active -= 1
+            clock[0] += max(seconds, 0.0)
 
-        sb.state.pause = counted_pause  # type: ignore[method-assign]
+        def redeployed(tenant: Any, sha: str) -> None:
+            done_at[tenant.slug] = clock[0]
+            redeploy(tenant, sha)
+
+        sb.state.now = lambda: clock[0]  # type: ignore[method-assign]
+        sb.state.pause = fake_pause  # type: ignore[method-assign]
+        sb.state.redeploy = redeployed  # type: ignore[method-assign]
         answer = (await client.post(REDEPLOY, json=wave(sb, ["alpha", "bravo", "charlie"]))).json()
     call = sb.state.cp_calls[-1]
     assert call.end is not None
-    assert sorted(a for a in asked if a) == [0.3, 0.4, 0.5]
-    assert peak == 3  # concurrent: the wave takes its slowest tenant's time, not the sum
+    assert done_at == {"alpha": pytest.approx(0.3), "charlie": pytest.approx(0.4), "bravo": pytest.approx(0.5)}
+    assert clock[0] == pytest.approx(0.5)  # concurrent: the wave takes its slowest tenant's time, not the sum
     assert answer["ok"] is True
     assert [r["slug"] for r in answer["results"]] == ["alpha", "bravo", "charlie"]
     for row in answer["results"]:

@@ -227,6 +227,10 @@ class World:
             self._closing = anyio.Event()
         return self._closing
 
+    def now(self) -> float:
+        """The clock scripted latencies are measured on (tests replace it along with `pause`)."""
+        return anyio.current_time()
+
     async def pause(self, seconds: float) -> None:
         """Sleep `seconds` (scripted latency), cut short when the sandbox shuts down."""
         if seconds <= 0:
