@@ -3,9 +3,10 @@
 - `HealthCheckedReader` wraps the `/buildinfo` reader: with `--health-path`, a tenant reporting the
   SHA counts as verified only when its health URL answers 2xx too, wherever `/buildinfo` is read
   (a wave's verification, the soak watch, the final verify).
-- `SoakWatch.soak` replaces a blind sleep: every `--verify-interval` the tenants verified so far are
-  re-read (and the metric analysis ticks); a regressed tenant is handed to the engine, which makes
-  it a named straggler within the budget or fails the run (the canary never is a straggler).
+- `SoakWatch.soak` replaces a blind sleep: it ticks every `--verify-interval` and at the soak's end,
+  re-reading the wave just soaked and every verified tenant last read an interval ago or more (and
+  the metric analysis ticks); a regressed tenant is handed to the engine, which makes it a named
+  straggler within the budget or fails the run (the canary never is a straggler).
 - `wait_for_approval` pauses after the verified canary until the status `--approval-context` on the
   SHA is `success` (go on) or anything final but success (stop), or `--approval-timeout` passes.
   `keep_alive` runs before every poll: the engine renews the lease and re-reads the kill switch
@@ -14,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
@@ -167,10 +169,16 @@ class Tick:
     regressed: dict[str, Reading]
     analysis: Verdict | None
     analysis_failure: str | None
+    read: int = 0  # tenants re-read at this tick
 
 
 class SoakWatch:
-    """The soak as a watch: `soak(seconds, slugs, on_tick)` re-reads `slugs` every `interval`."""
+    """The soak as a watch: `soak(seconds, slugs, on_tick, fresh=…)` ticks every `interval`.
+
+    A tick re-reads the tenants of the wave just soaked (`fresh`) and every other watched tenant the
+    watch last read at least `interval` ago: each tenant is re-read every `--verify-interval`, across
+    soaks, as CONTRACT §1 says — not at the end of every soak whatever the interval (with soaks shorter
+    than the interval that read the whole fleet at every wave, several times as often as asked)."""
 
     def __init__(self, reader: Reader, sha: str, interval: float, analysis: Analysis | None = None, *,
                  clock: Clock | None = None) -> None:
@@ -181,36 +189,46 @@ class SoakWatch:
         self.analysis = analysis
         self.ticks = 0
         self._seconds_per_slug = 0.0  # what the last tick cost, per tenant read
+        self._read_at: dict[str, float] = {}  # when a tick last read each tenant (the tick's start)
+
+    def due(self, watched: Sequence[str], fresh: Collection[str], at: float) -> list[str]:
+        """The watched tenants a tick at `at` re-reads."""
+        return [slug for slug in watched
+                if slug in fresh or at - self._read_at.get(slug, -math.inf) >= self.interval]
 
     async def tick(self, slugs: Sequence[str]) -> Tick:
+        started = self.clock.now()
         readings = await self.reader.read(slugs, self.sha) if slugs else {}
+        for slug in slugs:
+            self._read_at[slug] = started
         regressed = {slug: r for slug, r in readings.items() if r.verdict != VERIFIED}
         verdict, failure = (await self.analysis.tick()) if self.analysis is not None else (None, None)
         self.ticks += 1
-        return Tick(regressed=regressed, analysis=verdict, analysis_failure=failure)
+        return Tick(regressed=regressed, analysis=verdict, analysis_failure=failure, read=len(slugs))
 
     async def soak(self, seconds: float, slugs: Callable[[], Sequence[str]],
-                   on_tick: Callable[[Tick], Awaitable[None]]) -> int:
+                   on_tick: Callable[[Tick], Awaitable[None]], *, fresh: Collection[str] = ()) -> int:
         """Watch for `seconds`: a tick every `interval` (and one at the end), each handed to `on_tick`,
         which raises to stop the run. `slugs()` is asked each tick: a straggler leaves the watch.
-        Returns the number of ticks."""
+        `fresh`: the tenants this soak is for, read at every tick. Returns the number of ticks."""
         deadline = self.clock.now() + seconds
+        fresh = frozenset(fresh)
         ticks = 0
         while True:
             remaining = deadline - self.clock.now()
             if remaining <= 0:
                 return ticks
-            watched = slugs()
-            # The last tick starts early by what a tick of this size took before (with a margin), so the
+            # The last tick starts early by what a tick of its size took before (with a margin), so the
             # soak ends on time rather than one fleet read late: a rollout of many waves would pay that
             # every wave. A tick quicker than that waits out the rest: a soak is never cut short.
-            cost = self._seconds_per_slug * len(watched) * LAST_TICK_MARGIN
+            cost = self._seconds_per_slug * len(self.due(slugs(), fresh, deadline)) * LAST_TICK_MARGIN
             last = remaining <= self.interval + cost
             await self.clock.sleep(max(0.0, remaining - cost) if last else self.interval)
             started = self.clock.now()
-            tick = await self.tick(watched)
-            if watched:
-                self._seconds_per_slug = (self.clock.now() - started) / len(watched)
+            due = self.due(slugs(), fresh, started)
+            tick = await self.tick(due)
+            if due:
+                self._seconds_per_slug = (self.clock.now() - started) / len(due)
             await on_tick(tick)
             ticks += 1
             if last:

@@ -257,3 +257,13 @@ async def test_a_header_value_a_server_handed_us_cannot_split_a_request() -> Non
         with pytest.raises(Failed, match="cannot be"):
             await read(client, "GET", "/x", what="probe", headers={"Authorization": "Bearer a\r\nX-Evil: 1"})
     assert hits == []
+
+
+async def test_httpcore_finds_sniffio_so_no_request_pays_for_a_failing_import() -> None:
+    """httpcore imports sniffio on every request; when it is missing, that failed import (a search of
+    sys.path each time) costs about as much as the rest of a loopback call (encode/httpx#3215)."""
+    import sys
+
+    async with served([JSONResponse({})]) as (url, _), make_client(url) as client:
+        await read(client, "GET", "/x", what="probe")
+    assert "sniffio" in sys.modules

@@ -71,10 +71,44 @@ async def test_the_watch_ticks_every_interval_and_reports_a_regressed_tenant() -
         for slug in tick.regressed:
             watched.remove(slug)  # a straggler leaves the watch
 
-    ticks = await watch.soak(12, lambda: list(watched), on_tick)
+    ticks = await watch.soak(12, lambda: list(watched), on_tick, fresh=["alpha", "bravo"])
     assert ticks == 3 and clock.sleeps == [5, 5, 2]  # the last tick lands at the end of the soak
     assert [sorted(t.regressed) for t in seen] == [[], [], ["bravo"]]
-    assert reader.reads == [["alpha", "bravo"]] * 3
+    assert reader.reads == [["alpha", "bravo"]] * 3  # the soak's own tenants: at every tick
+
+
+async def test_across_soaks_an_older_tenant_is_re_read_every_interval_the_new_wave_at_every_end() -> None:
+    """Soaks of 1 s with a 5 s interval: the wave just soaked is read at its soak's end, a tenant of an
+    earlier wave only once its last read is 5 s old — each tenant as often as --verify-interval says,
+    not the whole fleet at every wave."""
+    clock = FakeClock()
+    slugs = [f"t{i}" for i in range(8)]
+    reader = FakeReader({slug: [SHA] for slug in slugs})
+    watch = SoakWatch(reader, SHA, interval=5, clock=clock)
+    reads: list[int] = []
+
+    async def on_tick(tick: Tick) -> None:
+        reads.append(tick.read)
+
+    for n in range(1, 9):  # wave n is t{n-1}; each soak watches every tenant verified so far
+        await watch.soak(1, lambda n=n: slugs[:n], on_tick, fresh=[slugs[n - 1]])
+    assert [sorted(r) for r in reader.reads] == [
+        ["t0"], ["t1"], ["t2"], ["t3"], ["t4"],
+        ["t0", "t5"],  # t0 was last read 5 s ago (1 s soaks): due again; t1…t4 are not yet
+        ["t1", "t6"], ["t2", "t7"]]
+    assert reads == [1, 1, 1, 1, 1, 2, 2, 2]
+
+
+async def test_without_fresh_tenants_a_tick_reads_only_those_due() -> None:
+    clock = FakeClock()
+    reader = FakeReader({"alpha": [SHA]})
+    watch = SoakWatch(reader, SHA, interval=5, clock=clock)
+
+    async def on_tick(tick: Tick) -> None:
+        pass
+
+    assert await watch.soak(12, lambda: ["alpha"], on_tick) == 3  # ticks at 5, 10 and 12
+    assert reader.reads == [["alpha"], ["alpha"]]  # at 12 s alpha was read 2 s ago: not due
 
 
 class SlowReader(FakeReader):
@@ -97,10 +131,10 @@ async def test_the_last_tick_starts_early_by_what_a_tick_cost_so_the_soak_ends_o
         assert not tick.regressed
 
     start = clock.t
-    assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick) == 1
+    assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick, fresh=["alpha", "bravo"]) == 1
     assert clock.t == pytest.approx(start + 1.2)  # the first soak cannot know what a read costs
     start = clock.t
-    assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick) == 1
+    assert await watch.soak(1, lambda: ["alpha", "bravo"], on_tick, fresh=["alpha", "bravo"]) == 1
     assert clock.t == pytest.approx(start + 1.0)  # the second ends on time: its tick began 0.25 s early
     assert clock.sleeps[-2:] == pytest.approx([0.75, 0.05])  # 0.2 s cost, with the margin; then the rest
 
@@ -113,10 +147,10 @@ async def test_a_soak_whose_last_tick_was_quicker_than_feared_still_lasts_its_se
     async def on_tick(tick: Tick) -> None:
         assert not tick.regressed
 
-    await watch.soak(1, lambda: ["alpha"], on_tick)  # learns 0.1 s per tenant
+    await watch.soak(1, lambda: ["alpha"], on_tick, fresh=["alpha"])  # learns 0.1 s per tenant
     reader.clock = FakeClock()  # from now on a read costs nothing on the soak's clock
     start = clock.t
-    assert await watch.soak(1, lambda: ["alpha"], on_tick) == 1
+    assert await watch.soak(1, lambda: ["alpha"], on_tick, fresh=["alpha"]) == 1
     assert clock.t == pytest.approx(start + 1.0)  # not 0.875 s: the soak is never cut short
 
 

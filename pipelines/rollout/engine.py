@@ -326,17 +326,23 @@ class Engine:
         return [slug for slug in dict.fromkeys(verified) if slug not in st.stragglers]
 
     async def soak(self, wave: WaveState) -> None:
-        """The soak as a watch (`pipelines.watch.SoakWatch`): the verified tenants re-read every
-        --verify-interval (and the analysis ticked); a regression is a straggler within the budget or fails."""
+        """The soak as a watch (`pipelines.watch.SoakWatch`): the wave's tenants and every verified tenant
+        due (last read --verify-interval ago) re-read at each tick (and the analysis ticked); a regression
+        is a straggler within the budget or fails."""
         s = self.s
         watched = self.watched()
         self.ledger.record("soak", after=wave.label, seconds=s.soak_seconds, watched=len(watched),
                            interval=s.verify_interval, analysis=bool(s.analysis_query))
-        self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label} ({self.of(wave)}), re-reading "
-                      f"{len(watched)} verified tenant(s) every {s.verify_interval:g}s"
+        self.out.info(f"soak: {s.soak_seconds:g}s after {wave.label} ({self.of(wave)}), watching "
+                      f"{len(watched)} verified tenant(s), each re-read every {s.verify_interval:g}s and "
+                      f"{wave.label}'s at the end too"
                       f"{' with the analysis' if s.analysis_query else ''}")
 
+        reads = 0
+
         async def on_tick(tick: Tick) -> None:
+            nonlocal reads
+            reads += tick.read
             for slug, reading in tick.regressed.items():
                 self.regressed(wave, slug, reading)
             if tick.analysis_failure:
@@ -346,8 +352,10 @@ class Engine:
                 raise RunFailed(f"soak after {wave.label}: {tick.analysis_failure}", policy.Failure.SOAK_REGRESSED)
 
         with self.out.progress(f"soaking after {wave.label} ({self.of(wave)})", seconds=s.soak_seconds):
-            ticks = await self.watch.soak(s.soak_seconds, self.watched, on_tick)
-        self.ledger.record("soak", after=wave.label, action="watched", ticks=ticks, stragglers=self.state.stragglers)
+            ticks = await self.watch.soak(s.soak_seconds, self.watched, on_tick,
+                                          fresh=[slug for slug, r in wave.readings.items() if r.verdict == VERIFIED])
+        self.ledger.record("soak", after=wave.label, action="watched", ticks=ticks, reads=reads,
+                           stragglers=self.state.stragglers)
 
     def of(self, wave: WaveState) -> str:
         """`4 of 20`: where this wave stands among the run's waves (the canary counts as one)."""
