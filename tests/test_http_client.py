@@ -7,6 +7,7 @@ import ast
 import email.utils
 import logging
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -262,8 +263,6 @@ async def test_a_header_value_a_server_handed_us_cannot_split_a_request() -> Non
 async def test_httpcore_finds_sniffio_so_no_request_pays_for_a_failing_import() -> None:
     """httpcore imports sniffio on every request; when it is missing, that failed import (a search of
     sys.path each time) costs about as much as the rest of a loopback call (encode/httpx#3215)."""
-    import sys
-
     async with served([JSONResponse({})]) as (url, _), make_client(url) as client:
         await read(client, "GET", "/x", what="probe")
     assert "sniffio" in sys.modules
