@@ -37,6 +37,17 @@ HEAVY = ("aiohttp", "rich", "dagger", "pipelines.sandbox", "httpx", "starlette",
 Row = dict[str, Any]
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor took from this VM so far (all cores; /proc/stat's `steal`), 0 if unknown.
+    A shared host's steal slows a run by tens of percent at times: the figures say how much there was."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def machine() -> dict[str, Any]:
     model = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -45,7 +56,7 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "platform": platform.platform(), "load_before": os.getloadavg()}
+            "platform": platform.platform(), "load_before": os.getloadavg(), "steal_before": steal_seconds()}
 
 
 def say(text: str) -> None:
@@ -182,16 +193,25 @@ def tls_row(n: int) -> Row:
     return row
 
 
-def rollout_rows(small: int, big: int) -> list[Row]:
+def rollout_rows(small: int, big: int, trials: int) -> list[Row]:
+    """The overhead row is the median of `trials` rollouts (each trial and the CPU stolen during it are
+    in the JSON): one trial that a noisy neighbour slowed must not decide it, nor one that got lucky."""
     rows: list[Row] = []
-    r, _ = driver("rollout", "--tenants", str(small), "--batch", "50", "--soak", "1", "--wave-latency", "0.2")
-    bound = r["waves"] * 0.2 + r["soak_time"]  # sandbox /buildinfo answers at once: ideal verification ≈ 0
-    allowance = 0.02 * bound + 1.0
-    rows.append({"name": f"rollout {small:,} tenants, batch 50, CP wave 200 ms, soak 1 s", "wall": r["wall"],
-                 "lower_bound": bound, "overhead": r["wall"] - bound, "allowance": allowance,
-                 "overhead_over_allowance": (r["wall"] - bound) / allowance, "exit_code": r["exit_code"],
-                 "waves": r["waves"], "soaks": r["soaks"]})
-    say(f"  {rows[-1]}")
+    runs: list[Row] = []
+    for _ in range(trials):
+        stolen = steal_seconds()
+        r, _ = driver("rollout", "--tenants", str(small), "--batch", "50", "--soak", "1", "--wave-latency", "0.2")
+        bound = r["waves"] * 0.2 + r["soak_time"]  # sandbox /buildinfo answers at once: ideal verification ≈ 0
+        allowance = 0.02 * bound + 1.0
+        runs.append({"wall": r["wall"], "lower_bound": bound, "overhead": r["wall"] - bound, "allowance": allowance,
+                     "overhead_over_allowance": (r["wall"] - bound) / allowance, "exit_code": r["exit_code"],
+                     "waves": r["waves"], "soaks": r["soaks"], "soak_reads": r.get("soak_reads"),
+                     "steal_s": round(steal_seconds() - stolen, 2)})
+        say(f"  trial {runs[-1]}")
+    median = sorted(runs, key=lambda x: x["overhead_over_allowance"])[len(runs) // 2]
+    rows.append({"name": f"rollout {small:,} tenants, batch 50, CP wave 200 ms, soak 1 s", **median,
+                 "trials": runs, "of_trials": len(runs)})
+    say(f"  {rows[-1]['name']}: median {median['overhead_over_allowance']:.2f}×")
     r, usage = driver("rollout", "--tenants", str(big), "--batch", "100", "--soak", "0", "--wave-latency", "0")
     rows.append({"name": f"rollout {big:,} tenants, batch 100, soak 0 (sandbox in process)", "wall": r["wall"],
                  "wall_over_goal": r["wall"] / 60, "rss_mb": usage["rss_mb"], "rss_over_goal": usage["rss_mb"] / 150,
@@ -267,7 +287,8 @@ def fmt(x: float | None, unit: str = "×") -> str:
 
 def table(m: dict[str, Any], rows: dict[str, Any]) -> str:
     lines = [f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}; load average "
-             f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after ({m['seconds']:.0f} s).", "",
+             f"{m['load_before'][0]:.2f} before, {m['load_after'][0]:.2f} after; {m['steal_s']:.1f} CPU-s stolen by "
+             f"the hypervisor during the {m['seconds']:.0f} s run.", "",
              "| measurement | ratio | goal |", "|---|---|---|"]
     for r in rows["verify"]:
         at_goal = r["name"].startswith("verify N=1,000,")  # the goals are set at 1,000 tenants
@@ -286,8 +307,9 @@ def table(m: dict[str, Any], rows: dict[str, Any]) -> str:
                      f"{t['tenants_per_cpu_s']:.0f}/s | (reported) |")
         lines.append(f"| {t['name']}: wall / ideal ceil(N/C)·L | {fmt(t['wall'] / ideal(t['verified']))} | — |")
     small, big = rows["rollout"]
-    lines.append(f"| {small['name']}: overhead / (2 % of lower bound + 1 s) | "
-                 f"{fmt(small['overhead_over_allowance'])} | ≤ 1× |")
+    spread = ", ".join(f"{t['overhead_over_allowance']:.2f}" for t in small["trials"])
+    lines.append(f"| {small['name']}: overhead / (2 % of lower bound + 1 s), median of {small['of_trials']} "
+                 f"({spread}) | {fmt(small['overhead_over_allowance'])} | ≤ 1× |")
     lines.append(f"| {big['name']}: wall / 60 s | {fmt(big['wall_over_goal'])} | ≤ 1× |")
     lines.append(f"| {big['name']}: peak RSS / 150 MB | {fmt(big['rss_over_goal'])} | ≤ 1× |")
     g = rows["gates"]
@@ -321,7 +343,7 @@ def main() -> None:
     say("TLS, distinct origins")
     rows["tls"] = tls_row(200 if q else 1000)
     say("rollouts against the sandbox")
-    rows["rollout"] = rollout_rows(200 if q else 1000, 1000 if q else 10000)
+    rows["rollout"] = rollout_rows(200 if q else 1000, 1000 if q else 10000, trials=1 if q else 3)
     say("gate detection")
     rows["gates"] = gates_row(3 if q else 9)
     say("start-up")
@@ -329,6 +351,7 @@ def main() -> None:
     say("lint")
     rows["lint"] = lint_row(3 if q else 7)
     m["load_after"] = os.getloadavg()
+    m["steal_s"] = round(steal_seconds() - m["steal_before"], 1)
     m["seconds"] = time.perf_counter() - started
     args.out.write_text(json.dumps({"machine": m, "rows": rows}, indent=2) + "\n")
     print(table(m, rows))

@@ -127,7 +127,7 @@ async def rollout(args: argparse.Namespace) -> dict[str, Any]:
             tenant.latency = args.wave_latency  # every tenant of a wave takes this long: the CP's wave time
         with tempfile.TemporaryDirectory() as tmp:
             # --verify-interval at its production default (the sandbox rehearses with 0.1 s): it is also
-            # the soak watch's tick, so each soak ends with one re-read of every verified tenant
+            # the soak watch's tick; each soak ends with a re-read of its wave and of the tenants due
             flags = {"batch_size": str(args.batch), "soak_seconds": str(args.soak),
                      "ledger": str(Path(tmp) / "ledger.jsonl"), "verify_interval": "5"}
             settings = resolve("rollout", flags, {}, overlay=sb.overlay)
@@ -139,8 +139,10 @@ async def rollout(args: argparse.Namespace) -> dict[str, Any]:
         calls = [c for c in sb.state.cp_calls if c.body and not c.body.get("dry_run")]
         cp_time = sum((c.end or c.start) - c.start for c in calls)
         soaks = [e for e in ledger if e["event"] == "soak" and "seconds" in e]  # one per soak, at its start
+        soak_reads = sum(e.get("reads", 0) for e in ledger if e["event"] == "soak" and e.get("action") == "watched")
     return {"wall": wall, "exit_code": result.get("exit_code"), "waves": len(calls), "cp_time": cp_time,
-            "soaks": len(soaks), "soak_time": sum(e["seconds"] for e in soaks), "tenants": args.tenants}
+            "soaks": len(soaks), "soak_time": sum(e["seconds"] for e in soaks), "soak_reads": soak_reads,
+            "tenants": args.tenants}
 
 
 # ------------------------------------------------------------------ gate detection latency
