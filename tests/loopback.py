@@ -124,3 +124,14 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def point_proxies_at(monkeypatch: Any, url: str) -> None:
+    """Every proxy variable an HTTP library might honour set to `url`, and no exemption from it."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.setenv(name, url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from pipelines.analysis import FAILURE, INCONCLUSIVE, SUCCESS, Analysis, judge
 from pipelines.sandbox import serve
-from tests.loopback import connection_recorder, serve_app
+from tests.loopback import connection_recorder, point_proxies_at, serve_app
 from tests.prometheus_server import start_prometheus
 
 pytestmark = pytest.mark.anyio
@@ -104,10 +104,7 @@ async def test_a_redirect_is_not_followed_and_is_no_data() -> None:
 
 async def test_a_proxy_from_the_environment_is_never_used(monkeypatch: pytest.MonkeyPatch) -> None:
     with connection_recorder() as proxy:
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.setenv(name, proxy.url)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        point_proxies_at(monkeypatch, proxy.url)
         fake = FakePrometheus([(200, vector("0"))])
         async with serve_app(fake.app()) as base:
             analysis = Analysis(base, "sum(x)", 0, 1)

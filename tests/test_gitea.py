@@ -22,6 +22,7 @@ from pipelines.gitea import CONFLICTING, GiteaClient
 from pipelines.redact import Secret
 from pipelines.sandbox.gitea_app import build_app
 from pipelines.sandbox.world import GITEA_TOKEN, READ, World
+from tests.loopback import point_proxies_at
 
 pytestmark = pytest.mark.anyio
 
@@ -352,10 +353,7 @@ async def test_a_proxy_from_the_environment_never_sees_the_token(gitea: Gitea,
     from loopback import connection_recorder
 
     with connection_recorder() as proxy:
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.setenv(name, proxy.url)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        point_proxies_at(monkeypatch, proxy.url)
         async with gitea.client() as g:
             await g.branch_head("main")
         assert proxy.settle() == 0

@@ -32,7 +32,7 @@ from pipelines.http.client import (
     send,
 )
 from pipelines.redact import Secret
-from tests.loopback import ConnectionRecorder, connection_recorder, serve_app
+from tests.loopback import ConnectionRecorder, connection_recorder, point_proxies_at, serve_app
 
 pytestmark = pytest.mark.anyio
 TOKEN = "tok3n-for-the-client-factory-tests"
@@ -68,10 +68,7 @@ async def test_a_redirect_is_refused_and_never_followed() -> None:
 
 async def test_a_proxy_from_the_environment_never_sees_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     with connection_recorder() as proxy:
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.setenv(name, proxy.url)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        point_proxies_at(monkeypatch, proxy.url)
         async with served([JSONResponse({"ok": True})]) as (url, hits), \
                 make_client(url, headers={"Authorization": f"token {TOKEN}"}) as client:
             answer = await read(client, "GET", "/api", what="probe")

@@ -169,19 +169,8 @@ async def test_health_path_unverifies_an_unhealthy_tenant(tmp_path: Path) -> Non
     assert asked and all("authorization" not in r.headers for r in asked)
 
 
-async def test_one_health_client_serves_every_read_of_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import httpx
-
-    import pipelines.watch
-
-    made: list[httpx.AsyncClient] = []
-    real = pipelines.watch.make_client
-
-    def counting(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
-        made.append(real(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(pipelines.watch, "make_client", counting)
+async def test_one_health_client_serves_every_read_of_a_run(tmp_path: Path, clients_made: list[Any]) -> None:
+    made = clients_made
     async with serve() as sb:
         run = await deploy(sb, tmp_path, health_path="/healthz")
         asked = sb.state.requests_to("tenants", "GET", "/healthz")

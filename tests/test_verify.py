@@ -25,6 +25,7 @@ from pipelines.output import Output
 from pipelines.sandbox import serve
 from pipelines.settings import Settings, resolve
 from pipelines.verify import BuildinfoReader, Reading, drift_report, only_slugs, run
+from tests.loopback import point_proxies_at
 
 ROOT = Path(__file__).resolve().parent.parent
 SHA = "c" * 40
@@ -329,10 +330,7 @@ async def test_no_authorization_even_with_netrc_and_proxies_in_the_environment(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     async with tenants(answer(200, {"wrong": "the proxy answered"})) as proxy, \
             tenants(answer(body={"git_sha": SHA})) as server:
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.setenv(name, proxy.base.replace("http://", "http://user:secret@"))
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        point_proxies_at(monkeypatch, proxy.base.replace("http://", "http://user:secret@"))
         netrc = tmp_path / "netrc"
         netrc.write_text("machine 127.0.0.1 login user password secret\ndefault login user password secret\n")
         netrc.chmod(0o600)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 import httpx
@@ -13,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-import pipelines.watch
 from pipelines.errors import Failed, HaltedMixed
 from pipelines.gitea import CommitStatus
 from pipelines.verify import VERIFIED, Reading
@@ -266,20 +264,6 @@ class ReaderWithConcurrency(FakeReader):
     def __init__(self, timeline: dict[str, list[str]], concurrency: int) -> None:
         super().__init__(timeline)
         self.concurrency = concurrency
-
-
-@pytest.fixture
-def clients_made(monkeypatch: pytest.MonkeyPatch) -> list[httpx.AsyncClient]:
-    """Every client the health check builds, each through the one factory."""
-    made: list[httpx.AsyncClient] = []
-    real = pipelines.watch.make_client
-
-    def counting(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
-        made.append(real(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(pipelines.watch, "make_client", counting)
-    return made
 
 
 def _healthz_app(peers: list[tuple[str, int]], headers: list[dict[str, str]]) -> Starlette:
