@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,11 @@ from pipelines.rollout.policy import plan_slices
 from pipelines.sandbox import Sandbox, serve
 from pipelines.sandbox.world import CP_TOKEN, GITEA_TOKEN, fake_sha
 from pipelines.settings import Settings, resolve
+from tests.ran import Run
 
 pytestmark = pytest.mark.anyio
 C1, C2, C3 = fake_sha("c1"), fake_sha("c2"), fake_sha("c3")
 ALL = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
-
-
-@dataclass
-class Run:
-    result: dict[str, Any] | None
-    error: FleetgateError | None
-    stderr: str
-    stdout: str
-    ledger: list[dict[str, Any]]
-
-    @property
-    def exit_code(self) -> int:
-        return int(self.error.exit_code) if self.error is not None else int(self.result["exit_code"])  # type: ignore[index]
-
-    @property
-    def report(self) -> dict[str, Any]:
-        return self.error.details if self.error is not None else self.result  # type: ignore[return-value]
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.ledger if e["event"] == name]
 
 
 def settings_for(sb: Sandbox, tmp_path: Path, verb: str = "rollout", **flags: Any) -> Settings:

@@ -23,28 +23,12 @@ from pipelines.sandbox.world import APPROVER_LOGIN
 from pipelines.settings import resolve
 from tests.loopback import serve_app
 from tests.prometheus_server import start_prometheus
+from tests.ran import Run
 
 pytestmark = pytest.mark.anyio
 
 
-class Ran:
-    def __init__(self, result: dict[str, Any] | None, error: FleetgateError | None, stderr: str,
-                 ledger: list[dict[str, Any]]) -> None:
-        self.result, self.error, self.stderr, self.ledger = result, error, stderr, ledger
-
-    @property
-    def exit_code(self) -> int:
-        return int(self.error.exit_code) if self.error is not None else int(self.result["exit_code"])  # type: ignore[index]
-
-    @property
-    def report(self) -> dict[str, Any]:
-        return self.error.details if self.error is not None else self.result  # type: ignore[return-value]
-
-    def events(self, name: str, **facts: Any) -> list[dict[str, Any]]:
-        return [e for e in self.ledger if e["event"] == name and all(e.get(k) == v for k, v in facts.items())]
-
-
-async def deploy(sb: Sandbox, tmp_path: Path, **flags: Any) -> Ran:
+async def deploy(sb: Sandbox, tmp_path: Path, **flags: Any) -> Run:
     flags.setdefault("ledger", str(tmp_path / "ledger.jsonl"))
     flags.setdefault("soak_seconds", 0.3)
     settings = resolve("deploy-production", flags, {}, overlay=sb.overlay)
@@ -56,7 +40,7 @@ async def deploy(sb: Sandbox, tmp_path: Path, **flags: Any) -> Ran:
         result = await deploy_production(settings, out)
     except FleetgateError as exc:
         error = exc
-    return Ran(result, error, stderr.getvalue(), read_ledger(settings.ledger))
+    return Run(result, error, stderr.getvalue(), "", read_ledger(settings.ledger))
 
 
 def written(sb: Sandbox) -> list[list[str]]:
