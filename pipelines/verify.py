@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import ssl
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -99,6 +99,20 @@ def _check_url(slug: str, url: str) -> None:
     if "@" in parts.netloc:
         raise Failed(f"tenant {slug}: the tenant URL carries credentials; /buildinfo is public and "
                      "gets no auth of any kind")
+
+
+async def fan_out(items: Sequence[str], concurrency: int, work: Callable[[str], Awaitable[None]]) -> None:
+    """`work(item)` for every item, at most `concurrency` at a time: a fixed pool of workers over one
+    shared iterator (each item taken by exactly one worker), not a task per item."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(concurrency, len(items))):
+            tg.start_soon(worker)
 
 
 class BuildinfoReader:
@@ -165,15 +179,11 @@ class BuildinfoReader:
     async def _read_all(self, session: aiohttp.ClientSession, slugs: list[str], urls: dict[str, str],
                         expected: str | None) -> dict[str, Reading]:
         readings: dict[str, Reading] = {}
-        queue = iter(slugs)
 
-        async def worker() -> None:
-            for slug in queue:  # a shared iterator: each slug is taken by exactly one worker
-                readings[slug] = await self._read_one(session, slug, urls[slug], expected)
+        async def one(slug: str) -> None:
+            readings[slug] = await self._read_one(session, slug, urls[slug], expected)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(self.concurrency, len(slugs))):
-                tg.start_soon(worker)
+        await fan_out(slugs, self.concurrency, one)
         return {slug: readings[slug] for slug in slugs}
 
     async def wait_verified(self, slugs: Sequence[str], sha: str, *,

@@ -29,7 +29,7 @@ from pipelines.analysis import Analysis, Verdict
 from pipelines.errors import Failed
 from pipelines.gitea import CommitStatus
 from pipelines.http.client import Limits, make_client
-from pipelines.verify import DEFAULT_CONCURRENCY, VERIFIED, Reading
+from pipelines.verify import DEFAULT_CONCURRENCY, VERIFIED, Reading, fan_out
 
 UNHEALTHY = "unhealthy"
 HEALTH_TIMEOUT = 5.0
@@ -119,15 +119,7 @@ class HealthCheckedReader:
         return readings
 
     async def _check_all(self, client: httpx.AsyncClient, slugs: list[str], readings: dict[str, Reading]) -> None:
-        queue = iter(slugs)
-
-        async def worker() -> None:
-            for slug in queue:  # a shared iterator: each slug is taken by exactly one worker
-                await self._check(client, slug, readings)
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(self.concurrency, len(slugs))):
-                tg.start_soon(worker)
+        await fan_out(slugs, self.concurrency, lambda slug: self._check(client, slug, readings))
 
     async def _check(self, client: httpx.AsyncClient, slug: str, readings: dict[str, Reading]) -> None:
         url = self._tenant_url(slug).rstrip("/") + self.health_path
