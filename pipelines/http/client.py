@@ -112,7 +112,7 @@ def make_client(base_url: str = "", *, headers: Mapping[str, str] | None = None,
             timeout=(limits or Limits()).timeout(),
             follow_redirects=False,  # never carry a credential to another origin
             trust_env=False,  # no proxy or netrc from the environment sees the token
-            verify=_trust_store() if transport is None else True,
+            verify=_trust_store(),
             transport=transport,
         )
     except (httpx.InvalidURL, ValueError) as exc:  # UnicodeError and IDNA errors are ValueErrors
